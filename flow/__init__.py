@@ -1,0 +1,1 @@
+"""Stage 2: acoustic tokens from semantic tokens and a voice prompt (never imports codec or lm)."""

@@ -1,0 +1,28 @@
+"""The `sac-tts` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import codec_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sac-tts", description="Zero-shot TTS on SAC codec tokens.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    codec_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
