@@ -151,8 +151,8 @@ def save_wav(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rat
     """Write mono audio (any float [samples], leading singleton dims allowed) as 16-bit PCM WAV, atomically.
 
     The data goes to a temporary file in the destination folder which is then renamed over `path`, so readers never
-    see a half-written file. Samples are clipped to [-1, 1] first (libsndfile would otherwise wrap around). Parent
-    folders are created. Returns the final path.
+    see a half-written file. Samples are clipped to [-1, 1] first (explicitly, rather than relying on libsndfile's
+    float-to-PCM conversion settings). Parent folders are created. Returns the final path.
     """
     array = wav.detach().cpu().double().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float64)
     while array.ndim > 1 and array.shape[0] == 1:

@@ -1,8 +1,9 @@
 """`SpeechCodec`: audio <-> SAC tokens, with the released preprocessing and the GLM-4-Voice tokenizer.
 
-Batches of clips of different lengths give exactly the ids and audio of one clip at a time: clips are grouped by
+Batches of clips of different lengths give the ids and audio of one clip at a time: clips are grouped by
 (padded) length and each group runs as one batch, so no clip ever sees another's padding through the
-non-causal convolutions.
+non-causal convolutions. In float64 the results are identical; in float32 a batched kernel may round differently
+from a single one (~1e-8 in the audio), which can flip an id only at an exact near-tie.
 """
 
 from __future__ import annotations

@@ -152,6 +152,9 @@ class SemanticTokenizer(nn.Module):
         self.samples_per_frame = fe.hop_length * CONV_STRIDE  # one encoder frame (50 Hz for Whisper)
         self.hop_samples = self.samples_per_frame * self.pooling_kernel  # one token (1280 for GLM-4-Voice)
         self.chunk_samples = CHUNK_SECONDS * self.sample_rate
+        if fe.n_samples < self.chunk_samples:  # the extractor would silently truncate our chunks
+            raise SemanticTokenizerError(f"feature extractor chunk_length {fe.chunk_length} s is shorter than the "
+                                         f"{CHUNK_SECONDS} s chunks token extraction uses")
         if math.ceil(self.chunk_samples / self.samples_per_frame) > config.max_source_positions:
             raise SemanticTokenizerError(f"max_source_positions {config.max_source_positions} is too short for "
                                          f"{CHUNK_SECONDS} s chunks")

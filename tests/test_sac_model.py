@@ -147,7 +147,7 @@ class _Evil:
 def test_released_loader_never_unpickles_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     with path.open("wb") as f:
-        pickle.dump({"generator": _Evil()}, f)
+        pickle.dump({"generator": _Evil()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="weights-only"):
         released_state_dict(path)
 
