@@ -56,6 +56,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return np.asarray(audio, dtype=np.float64)
 
 
+def check_samples(array: np.ndarray, name: str) -> np.ndarray:
+    """Raise `AudioError` naming `name` unless `array` is non-empty, finite, 1-D audio; returns it."""
+    if array.ndim != 1:
+        raise AudioError(f"{name}: expected mono audio [samples], got shape {tuple(array.shape)}")
+    if array.size == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    if not np.isfinite(array).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    return array
+
+
 def volume_normalize(audio: np.ndarray, coeff: float = 0.2) -> np.ndarray:
     """The released `audio_volume_normalize`, computed in float64 -> audio [samples].
 

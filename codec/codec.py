@@ -16,7 +16,7 @@ import numpy as np
 import soxr
 import torch
 
-from .audio import AudioError, load_audio, preprocess
+from .audio import AudioError, check_samples, load_audio, preprocess
 from .checkpoint import load_sac
 from .model import SAC
 from .semantic_tokenizer import SemanticTokenizer
@@ -31,12 +31,7 @@ def _as_mono_float64(wav: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     array = wav.detach().cpu().double().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float64)
     if array.ndim == 2:
         array = array[0]
-    if array.ndim != 1:
-        raise AudioError(f"{name}: expected [samples] or [channels, samples], got shape {array.shape}")
-    if array.size == 0:
-        raise AudioError(f"{name}: audio is empty (0 samples)")
-    if not np.isfinite(array).all():
-        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    check_samples(array, name)
     if np.abs(array).max() < SILENCE_PEAK:
         raise AudioError(f"{name}: audio is silent (peak {np.abs(array).max():.2g}); nothing to encode")
     return array

@@ -29,6 +29,8 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
 
+from .audio import check_samples
+
 CHUNK_SECONDS = 30  # the released extractor cuts clips into 30 s chunks (Whisper's window)
 CONV_STRIDE = 2  # conv1 stride 1 x conv2 stride 2: mel frames per encoder frame
 ENCODER_PREFIX = "model.encoder."
@@ -118,13 +120,7 @@ class CausalConv1d(nn.Conv1d):
 def _as_mono_float32(wav: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     """float32 [samples], as the released extractor casts (`.float()`) before the feature extractor."""
     array = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
-    if array.ndim != 1:
-        raise ValueError(f"{name}: expected mono audio [samples], got shape {tuple(array.shape)}")
-    if array.size == 0:
-        raise ValueError(f"{name}: audio is empty (0 samples); there is nothing to tokenize")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name}: audio contains NaN or infinite samples")
-    return array
+    return check_samples(array, name)
 
 
 class SemanticTokenizer(nn.Module):
