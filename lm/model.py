@@ -1,0 +1,145 @@
+"""`SemanticLM`: a `transformers` decoder that continues text with 12.5 Hz semantic tokens.
+
+Sequence layout (one example):
+
+    <bos> prompt_text target_text <sep> prompt_semantic target_semantic <eos>
+                                        '--------- prefix ends here ---'  '-- loss --'
+
+Both texts come first so the model reads everything it must say before it speaks; the prompt's semantic tokens then
+set voice and pace for the continuation (the CosyVoice / VALL-E continuation layout). The loss covers the target
+semantic tokens and <eos> only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from .config import BOS_ID, EOS_ID, PAD_ID, SEP_ID, LMConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+IGNORE_INDEX = -100
+
+
+def default_attn_implementation(device: torch.device | str, dtype: torch.dtype) -> str:
+    """flash-attn 2 when it is installed and usable (CUDA, half precision), else PyTorch SDPA."""
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and dtype in (torch.float16, torch.bfloat16) and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+class SemanticLM(nn.Module):
+    def __init__(self, config: LMConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.decoder = AutoModelForCausalLM.from_config(config.to_hf_config(),
+                                                        attn_implementation=attn_implementation)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # ---- sequences -----------------------------------------------------------------------------------------
+    def _check(self, ids: Sequence[int], vocab: int, name: str) -> list[int]:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise ValueError(f"{name} ids must lie in [0, {vocab - 1}], got {bad[:5]}")
+        return ids
+
+    def build_prefix(self, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (),
+                     prompt_semantic_ids: Sequence[int] = ()) -> list[int]:
+        """Token ids (model vocabulary) of everything before the first generated semantic token."""
+        c = self.config
+        target_text = self._check(text_ids, c.text_vocab_size, "text")
+        if not target_text:
+            raise ValueError("the target text is empty: there is nothing to say")
+        text = self._check(prompt_text_ids, c.text_vocab_size, "prompt text") + target_text
+        semantic = self._check(prompt_semantic_ids, c.semantic_vocab_size, "prompt semantic")
+        return [BOS_ID] + [t + c.text_offset for t in text] + [SEP_ID] + [s + c.semantic_offset for s in semantic]
+
+    def build_example(self, text_ids: Sequence[int], semantic_ids: Sequence[int],
+                      prompt_text_ids: Sequence[int] = (), prompt_semantic_ids: Sequence[int] = ()
+                      ) -> tuple[list[int], list[int]]:
+        """A training example: (input_ids, labels), labels = IGNORE_INDEX outside the target speech."""
+        prefix = self.build_prefix(text_ids, prompt_text_ids, prompt_semantic_ids)
+        target = [s + self.config.semantic_offset
+                  for s in self._check(semantic_ids, self.config.semantic_vocab_size, "semantic")] + [EOS_ID]
+        input_ids = prefix + target
+        if len(input_ids) > self.config.max_position_embeddings:
+            raise ValueError(f"example of {len(input_ids)} tokens exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        return input_ids, [IGNORE_INDEX] * len(prefix) + target
+
+    def to_semantic(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Model-vocabulary ids of semantic tokens -> codec semantic ids."""
+        return token_ids - self.config.semantic_offset
+
+    # ---- forward -------------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False,
+                logits_to_keep: int = 0):
+        """input_ids [B, T] -> transformers output with logits [B, T (or logits_to_keep), vocab]."""
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over target tokens, number of target tokens): summing lets gradient
+        accumulation weight every token equally whatever the micro-batch lengths."""
+        logits = self(input_ids, attention_mask=attention_mask).logits[:, :-1]  # predicts labels[:, 1:]
+        targets = labels[:, 1:]
+        loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss_sum, (targets != IGNORE_INDEX).sum()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / CONFIG_NAME)
+        save_model(self, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "model": "sac-tts-lm"})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu", attn_implementation: str | None = None) -> "SemanticLM":
+        """Load our folder (`config.json` + `model.safetensors`) strictly."""
+        folder = Path(folder)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not an LM folder: {name} is missing")
+        attn = attn_implementation or default_attn_implementation(device, dtype)
+        model = cls(LMConfig.load(folder / CONFIG_NAME), attn_implementation=attn)
+        missing, unexpected = load_model(model, str(folder / WEIGHTS_NAME), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{folder / WEIGHTS_NAME} does not match the LM config: missing {sorted(missing)[:10]}, "
+                             f"unexpected {sorted(unexpected)[:10]}")
+        return model.to(device=device, dtype=dtype).eval()
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID, left: bool = False,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists of ids -> (ids [B, T_max], attention_mask [B, T_max]); left padding for generation prefixes."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[i, span] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
