@@ -62,102 +62,122 @@ def _length_bounds(lm: SemanticLM, request: Request, prefix_len: int, sampling: 
     return min(low, room), min(high, room)
 
 
-def _sample_row(logits: torch.Tensor, history: list[int], sampling: SamplingConfig,
-                generator: torch.Generator) -> int:
-    """logits [V] (already restricted) -> one token id."""
-    if sampling.repetition_penalty != 1.0 and history:
-        seen = torch.tensor(sorted(set(history)), device=logits.device)
-        values = logits[seen]
-        logits[seen] = torch.where(values > 0, values / sampling.repetition_penalty,
-                                   values * sampling.repetition_penalty)
+def sample_next(logits: torch.Tensor, history: torch.Tensor, sampling: SamplingConfig,
+                generator: torch.Generator) -> torch.Tensor:
+    """logits [B, V] (already restricted), history [B, t] of earlier tokens -> next tokens [B]."""
+    logits = logits.float()
+    if sampling.repetition_penalty != 1.0 and history.shape[1]:
+        seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, history, True)
+        penalised = torch.where(logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
     if sampling.temperature == 0:
-        return int(logits.argmax())
+        return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    sorted_probs, order = probs.sort(descending=True)
-    keep = sorted_probs.cumsum(0) - sorted_probs < sampling.top_p  # smallest set reaching top_p
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_probs.cumsum(-1) - sorted_probs < sampling.top_p  # the smallest set reaching top_p
     if sampling.top_k:
-        keep[sampling.top_k:] = False
-    keep[0] = True
+        keep[:, sampling.top_k:] = False
+    keep[:, 0] = True
     nucleus = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
-    token = int(order[torch.multinomial(nucleus, 1, generator=generator)])
-    window = history[-sampling.ras_window:] if sampling.ras_window else []
-    if sampling.ras_threshold > 0 and window and window.count(token) >= sampling.ras_window * sampling.ras_threshold:
-        token = int(torch.multinomial(probs, 1, generator=generator))
-    return token
+    tokens = order.gather(1, torch.multinomial(nucleus, 1, generator=generator)).squeeze(1)
+    if sampling.ras_threshold > 0 and sampling.ras_window and history.shape[1]:
+        repeats = (history[:, -sampling.ras_window:] == tokens[:, None]).sum(1)
+        looping = repeats >= sampling.ras_window * sampling.ras_threshold
+        if bool(looping.any()):  # redraw from the full distribution (CosyVoice RAS)
+            redrawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tokens = torch.where(looping, redrawn, tokens)
+    return tokens
+
+
+def _make_cache(lm: SemanticLM, kind: str, batch_size: int, max_len: int):
+    from transformers import DynamicCache, StaticCache
+
+    if kind == "dynamic":
+        return DynamicCache()
+    if kind == "static":  # fixed shapes: what torch.compile / CUDA graphs need
+        return StaticCache(config=lm.decoder.config, max_cache_len=max_len)
+    raise ValueError(f"cache must be 'dynamic', 'static' or 'none', got {kind!r}")
 
 
 @torch.inference_mode()
 def decode_steps(lm: SemanticLM, requests: Sequence[Request], sampling: SamplingConfig = SamplingConfig(),
-                 seed: int | None = None, use_cache: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 seed: int | None = None, cache: str = "dynamic", step_fn=None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (tokens [B] in model vocabulary, active [B] bool) once per step until every row has ended.
 
     `active[i]` is False for rows that ended before this step (their token is meaningless); a row ends on <eos>.
+    `cache="none"` recomputes the whole sequence every step (the reference the cached paths must equal);
+    `step_fn` replaces the one-token decoder call (e.g. a compiled one; see `fast_decoder`).
     """
     if not requests:
         raise ValueError("no requests to generate")
     device, cfg = lm.device, lm.config
     prefixes = [lm.build_prefix(r.text_ids, r.prompt_text_ids, r.prompt_semantic_ids) for r in requests]
-    bounds = [_length_bounds(lm, r, len(p), sampling) for r, p in zip(requests, prefixes)]
+    bounds = torch.tensor([_length_bounds(lm, r, len(p), sampling) for r, p in zip(requests, prefixes)],
+                          device=device)  # [B, 2]: min and max semantic tokens
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
 
     ids, mask = (t.to(device) for t in pad_batch(prefixes, left=True))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = None
-    if use_cache:
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-    out = lm(ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=use_cache,
+    kv = None if cache == "none" else _make_cache(lm, cache, len(requests), ids.shape[1] + int(bounds[:, 1].max()) + 1)
+    out = lm(ids, attention_mask=mask, position_ids=positions, past_key_values=kv, use_cache=kv is not None,
              logits_to_keep=1)
     allowed = torch.full((cfg.vocab_size,), float("-inf"), device=device)
     allowed[cfg.semantic_offset:] = 0.0
     allowed[EOS_ID] = 0.0
-    histories: list[list[int]] = [[] for _ in requests]
+    history = torch.empty(len(requests), 0, dtype=torch.long, device=device)
     active = torch.ones(len(requests), dtype=torch.bool, device=device)
-    while bool(active.any()):
+    for step in range(int(bounds[:, 1].max()) + 1):
         logits = out.logits[:, -1].float() + allowed  # [B, V]
-        tokens = torch.full((len(requests),), EOS_ID, dtype=torch.long, device=device)
-        for i in active.nonzero().flatten().tolist():
-            low, high = bounds[i]
-            row = logits[i].clone()
-            if len(histories[i]) < low:
-                row[EOS_ID] = float("-inf")
-            if len(histories[i]) >= high:
-                tokens[i] = EOS_ID
-                continue
-            tokens[i] = _sample_row(row, histories[i], sampling, generator)
+        logits[:, EOS_ID] = torch.where(step < bounds[:, 0], float("-inf"), logits[:, EOS_ID])
+        tokens = sample_next(logits, history, sampling, generator)
+        tokens = torch.where((step >= bounds[:, 1]) | ~active, EOS_ID, tokens)  # the runaway guard
         yield tokens, active.clone()
-        for i in active.nonzero().flatten().tolist():
-            histories[i].append(int(tokens[i]))
+        history = torch.cat([history, tokens[:, None]], dim=1)
         active &= tokens != EOS_ID
         if not bool(active.any()):
             return
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions[:, -1:] + 1
-        if use_cache:
-            out = lm(tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
-                     use_cache=True, logits_to_keep=1)
-        else:  # the reference path: recompute the whole sequence every step
+        if kv is None:  # the reference path
             ids = torch.cat([ids, tokens[:, None]], dim=1)
             out = lm(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
+        elif step_fn is not None:
+            out = step_fn(tokens[:, None], mask, positions, kv)
+        else:
+            out = lm(tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=kv,
+                     use_cache=True, logits_to_keep=1)
 
 
 def generate(lm: SemanticLM, requests: Sequence[Request], sampling: SamplingConfig = SamplingConfig(),
-             seed: int | None = None, use_cache: bool = True) -> list[list[int]]:
+             seed: int | None = None, cache: str = "dynamic", step_fn=None) -> list[list[int]]:
     """Semantic ids (codec vocabulary, without <eos>) for each request."""
     results: list[list[int]] = [[] for _ in requests]
-    for tokens, active in decode_steps(lm, requests, sampling, seed, use_cache):
-        for i in active.nonzero().flatten().tolist():
-            if int(tokens[i]) != EOS_ID:
-                results[i].append(int(tokens[i]) - lm.config.semantic_offset)
+    for tokens, active in decode_steps(lm, requests, sampling, seed, cache, step_fn):
+        for i in (active & (tokens != EOS_ID)).nonzero().flatten().tolist():
+            results[i].append(int(tokens[i]) - lm.config.semantic_offset)
     return results
 
 
 def stream(lm: SemanticLM, request: Request, sampling: SamplingConfig = SamplingConfig(),
-           seed: int | None = None) -> Iterator[int]:
+           seed: int | None = None, cache: str = "dynamic", step_fn=None) -> Iterator[int]:
     """Yield one request's semantic ids (codec vocabulary) as soon as each is sampled."""
-    for tokens, _ in decode_steps(lm, [request], sampling, seed):
+    for tokens, _ in decode_steps(lm, [request], sampling, seed, cache, step_fn):
         if int(tokens[0]) == EOS_ID:
             return
         yield int(tokens[0]) - lm.config.semantic_offset
+
+
+def fast_decoder(lm: SemanticLM, compile: bool = True, mode: str = "reduce-overhead"):
+    """A one-token step with fixed shapes for `cache="static"`, so torch.compile (CUDA graphs under
+    "reduce-overhead") captures it once: the attention mask is padded to the cache length (future slots are
+    masked anyway). The batch-1 latency path on GPU; on CPU the plain dynamic cache is the simple choice."""
+    forward = torch.compile(lm.decoder, mode=mode, dynamic=False) if compile else lm.decoder
+
+    def step(tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv) -> object:
+        full_mask = torch.nn.functional.pad(mask, (0, kv.layers[0].max_cache_len - mask.shape[1]))
+        return forward(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=kv,
+                       use_cache=True, logits_to_keep=1)
+
+    return step

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lm.config import BOS_ID, EOS_ID, SEP_ID, LMConfig
-from lm.generate import Request, SamplingConfig, _sample_row, generate, stream
+from lm.generate import Request, SamplingConfig, fast_decoder, generate, sample_next, stream
 from lm.model import IGNORE_INDEX, SemanticLM
 
 GREEDY = SamplingConfig(temperature=0, min_tokens_per_text_token=1, max_tokens_per_text_token=6)
@@ -39,9 +39,25 @@ def test_model_is_causal(architecture):
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
-def test_kv_cache_matches_full_forward():
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_kv_cache_matches_full_forward(cache):
     lm = tiny_lm()
-    assert generate(lm, REQUESTS, GREEDY, use_cache=True) == generate(lm, REQUESTS, GREEDY, use_cache=False)
+    assert generate(lm, REQUESTS, GREEDY, cache=cache) == generate(lm, REQUESTS, GREEDY, cache="none")
+
+
+def test_fixed_shape_step_for_compilation_matches_the_reference():
+    lm = tiny_lm()
+    step = fast_decoder(lm, compile=False)
+    assert generate(lm, REQUESTS, GREEDY, cache="static", step_fn=step) == generate(lm, REQUESTS, GREEDY, cache="none")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_static_cache_matches_dynamic_on_gpu():
+    lm = tiny_lm().float().cuda()
+    step = fast_decoder(lm, compile=True)
+    request = REQUESTS[:1]
+    assert generate(lm, request, GREEDY, cache="static", step_fn=step) == generate(lm, request, GREEDY)
 
 
 def test_batch_equals_single():
@@ -70,22 +86,22 @@ def test_lengths_stay_within_bounds_derived_from_text():
 
 
 def test_repetition_aware_sampling_redraws_a_looping_token():
-    logits = torch.log(torch.tensor([0.6] + [0.4 / 9] * 9))  # token 0 wins every nucleus draw with top_k=1
-    history = [0] * 10
+    logits = torch.log(torch.tensor([[0.6] + [0.4 / 9] * 9])).expand(200, 10)  # token 0 wins every top-1 draw
+    looping, fresh = torch.zeros(200, 10, dtype=torch.long), torch.arange(1, 4).expand(200, 3)
     generator = torch.Generator().manual_seed(0)
     plain = SamplingConfig(top_k=1, ras_threshold=0)
     ras = SamplingConfig(top_k=1, ras_window=10, ras_threshold=0.1)
-    assert {_sample_row(logits.clone(), history, plain, generator) for _ in range(50)} == {0}
-    redrawn = [_sample_row(logits.clone(), history, ras, generator) for _ in range(200)]
-    assert 0.25 < sum(t != 0 for t in redrawn) / 200 < 0.55  # redrawn from the full distribution (p = 0.4)
-    assert {_sample_row(logits.clone(), [1, 2, 3], ras, generator) for _ in range(50)} == {0}  # no loop, no redraw
+    assert set(sample_next(logits, looping, plain, generator).tolist()) == {0}
+    redrawn = sample_next(logits, looping, ras, generator)
+    assert 0.25 < (redrawn != 0).float().mean() < 0.55  # redrawn from the full distribution (p = 0.4)
+    assert set(sample_next(logits, fresh, ras, generator).tolist()) == {0}  # no loop, no redraw
 
 
 def test_repetition_penalty_lowers_seen_tokens():
-    logits = torch.tensor([2.0, 1.9, -1.0])
+    logits = torch.tensor([[2.0, 1.9, -1.0]])
     penalised = SamplingConfig(temperature=0, repetition_penalty=2.0)
-    assert _sample_row(logits.clone(), [], penalised, torch.Generator()) == 0
-    assert _sample_row(logits.clone(), [0], penalised, torch.Generator()) == 1
+    assert sample_next(logits, torch.empty(1, 0, dtype=torch.long), penalised, torch.Generator()).item() == 0
+    assert sample_next(logits, torch.tensor([[0]]), penalised, torch.Generator()).item() == 1
 
 
 def test_stream_yields_what_generate_returns():

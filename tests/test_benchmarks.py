@@ -1,0 +1,16 @@
+"""Benchmarks run at CI size and write the JSON the README describes."""
+
+import json
+
+from benchmarks.lm_generate import main as lm_benchmark
+
+
+def test_lm_benchmark_runs_on_cpu_and_writes_json(tmp_path):
+    out = tmp_path / "lm.json"
+    lm_benchmark(["--model", "tiny", "--device", "cpu", "--batch-sizes", "1", "2", "--new-tokens", "8",
+                  "--repeats", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "lm_generate" and report["attention"] == "sdpa"
+    impls = {(row["impl"], row["batch_size"]) for row in report["results"]}
+    assert impls == {("ours", 1), ("hf_generate", 1), ("ours", 2), ("hf_generate", 2)}
+    assert all(row["tokens_per_s"] > 0 and row["new_tokens"] == 8 for row in report["results"])
