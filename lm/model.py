@@ -132,6 +132,46 @@ class SemanticLM(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
 
+def lm_config_from_text_llm(folder: str | Path, semantic_vocab_size: int = 16384) -> LMConfig:
+    """An LMConfig with the shape of a pretrained Qwen2 / Llama folder; its text vocabulary is the LLM's."""
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(str(folder))
+    if hf.model_type not in ("qwen2", "llama"):
+        raise ValueError(f"{folder} holds a {hf.model_type!r} model; starting from a text LLM supports qwen2 and llama")
+    return LMConfig(
+        text_vocab_size=hf.vocab_size, semantic_vocab_size=semantic_vocab_size, architecture=hf.model_type,
+        hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size, num_layers=hf.num_hidden_layers,
+        num_heads=hf.num_attention_heads, num_kv_heads=hf.num_key_value_heads or hf.num_attention_heads,
+        max_position_embeddings=hf.max_position_embeddings,
+        rope_theta=float(getattr(hf, "rope_theta", None) or (hf.rope_parameters or {}).get("rope_theta", 10000.0)),
+        rms_norm_eps=hf.rms_norm_eps, tie_word_embeddings=bool(hf.tie_word_embeddings))
+
+
+def from_text_llm(folder: str | Path, semantic_vocab_size: int = 16384) -> SemanticLM:
+    """A SemanticLM initialised from a pretrained text LLM folder: every transformer weight is copied, the text
+    rows of the embedding (and output) table take the LLM's rows, and the new special and semantic rows start
+    fresh. Pair it with `lm.text.HFTextTokenizer(folder)`."""
+    from transformers import AutoModelForCausalLM
+
+    config = lm_config_from_text_llm(folder, semantic_vocab_size)
+    model = SemanticLM(config)
+    source = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).state_dict()
+    target = model.decoder.state_dict()
+    rows = slice(config.text_offset, config.semantic_offset)
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name == "lm_head.weight" and config.tie_word_embeddings:
+                continue  # shares the embedding table
+            if name not in source:
+                raise ValueError(f"{folder} has no weight {name}; is it a standard {config.architecture} checkpoint?")
+            if name in ("model.embed_tokens.weight", "lm_head.weight"):
+                tensor[rows] = source[name][: config.text_vocab_size]
+            else:
+                tensor.copy_(source[name])
+    return model
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID, left: bool = False,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lists of ids -> (ids [B, T_max], attention_mask [B, T_max]); left padding for generation prefixes."""

@@ -23,11 +23,13 @@ from lm.normalize import (
 )
 
 __all__ = [
+    "HFTextTokenizer",
     "TextError",
     "TextTokenizer",
     "basic_normalize",
     "english_normalize",
     "get_normalizer",
+    "load_text_tokenizer",
     "normalize_text",
     "register_normalizer",
     "train_text_tokenizer",
@@ -194,3 +196,50 @@ def _forget_training_path(model_path: Path) -> None:
     proto.ParseFromString(model_path.read_bytes())
     proto.trainer_spec.model_prefix = ""
     model_path.write_bytes(proto.SerializeToString())
+
+
+class HFTextTokenizer:
+    """The tokenizer of a pretrained text LLM folder (`tokenizer.json` ...), behind the `TextTokenizer` interface,
+    for an LM started from that LLM (`SemanticLM.from_text_llm`): its text ids keep their pretrained meaning."""
+
+    def __init__(self, folder: str | Path, language: str = "en"):
+        from transformers import AutoTokenizer
+
+        self.folder, self.language = Path(folder), language
+        self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokenizer)
+
+    def normalize(self, text: str) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return check_speakable(text, normalize_text(text, self.language))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(self.normalize(text), add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids))
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        self._tokenizer.save_pretrained(str(folder / "text_tokenizer_hf"))
+        (folder / CONFIG_FILE).write_text(json.dumps({"language": self.language, "kind": "hf",
+                                                      "vocab_size": self.vocab_size}) + "\n")
+        return folder
+
+
+def load_text_tokenizer(folder: str | Path) -> TextTokenizer | HFTextTokenizer:
+    """The text tokenizer saved in an LM folder: our sentencepiece one, or a pretrained LLM's."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        return TextTokenizer.from_pretrained(folder)
+    if (folder / "text_tokenizer_hf").is_dir():
+        language = json.loads((folder / CONFIG_FILE).read_text()).get("language", "en")
+        return HFTextTokenizer(folder / "text_tokenizer_hf", language)
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        return HFTextTokenizer(folder)
+    raise FileNotFoundError(f"no text tokenizer in {folder}: expected {MODEL_FILE} (ours), text_tokenizer_hf/, "
+                            "or a Hugging Face tokenizer.json")

@@ -131,3 +131,31 @@ def test_save_and_load_round_trip(tmp_path):
     for (name, a), (_, b) in zip(lm.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     assert generate(loaded, REQUESTS, GREEDY) == generate(lm, REQUESTS, GREEDY)
+
+
+def test_starting_from_a_pretrained_text_llm_keeps_its_text_predictions(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from lm.model import from_text_llm
+    from lm.text import load_text_tokenizer
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20,
+                            trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>").save_pretrained(tmp_path / "llm")
+    torch.manual_seed(0)
+    llm = Qwen2ForCausalLM(Qwen2Config(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                       tie_word_embeddings=False)).eval()
+    llm.save_pretrained(tmp_path / "llm")
+
+    lm = from_text_llm(tmp_path / "llm", semantic_vocab_size=64).eval()
+    tokenizer = load_text_tokenizer(tmp_path / "llm")
+    ids = torch.tensor([tokenizer.encode("The quick brown fox")])
+    assert int(ids.max()) < lm.config.text_vocab_size
+    with torch.no_grad():
+        expected = llm(ids).logits
+        ours = lm(ids + lm.config.text_offset).logits[..., lm.config.text_offset: lm.config.semantic_offset]
+    torch.testing.assert_close(ours, expected)
