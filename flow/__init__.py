@@ -1,1 +1,7 @@
 """Stage 2: acoustic tokens from semantic tokens and a voice prompt (never imports codec or lm)."""
+
+from .config import FlowConfig
+from .model import AcousticFlow
+from .sampling import FlowRequest, FlowSamplingConfig, generate
+
+__all__ = ["FlowConfig", "AcousticFlow", "FlowRequest", "FlowSamplingConfig", "generate"]

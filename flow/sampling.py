@@ -1,0 +1,189 @@
+"""Iterative unmasking (MaskGIT) with classifier-free guidance, prompt infilling and windows for long targets.
+
+Each step predicts every still-masked target frame, keeps the most confident predictions and re-masks the rest,
+following a cosine schedule, so after N steps every frame is fixed. The prompt's frames are given and never change.
+The unconditional pass for guidance sees the target alone (no voice prompt), as the model saw it in training when
+the prompt was dropped. Targets longer than the context are generated window by window: each window sees the
+prompt, the last committed frames (so the next frames continue them: no seam) and a look-ahead it does not commit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .model import AcousticFlow
+
+
+@dataclass
+class FlowSamplingConfig:
+    steps: int = 12
+    temperature: float = 1.0  # token sampling temperature; 0 = argmax
+    top_k: int = 0  # 0 = full distribution
+    choice_temperature: float = 4.5  # Gumbel noise on confidences, annealed to 0 (MaskGIT)
+    cfg_scale: float = 2.0  # 1 = conditional pass only
+    window_frames: int | None = None  # committed frames per window (default: fits the model context)
+    lookahead_frames: int = 50
+    context_frames: int = 100  # committed frames re-read by the next window
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 64 or self.temperature < 0 or self.cfg_scale < 0 or self.top_k < 0:
+            raise ValueError(f"invalid flow sampling settings: steps {self.steps} (1..64), temperature "
+                             f"{self.temperature}, cfg_scale {self.cfg_scale}, top_k {self.top_k} (all >= 0)")
+
+
+@dataclass
+class FlowRequest:
+    """Target semantic ids [Ts] plus the voice prompt's acoustic [k·Tp] and semantic [Tp] ids."""
+
+    semantic: torch.Tensor
+    prompt_acoustic: torch.Tensor
+    prompt_semantic: torch.Tensor
+
+
+def _stack(rows: Sequence[torch.Tensor], fill: int, device: torch.device) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def _guided_logits(model: AcousticFlow, acoustic: torch.Tensor, semantic: torch.Tensor, valid: torch.Tensor,
+                   prompts: list[int], lengths: list[int], sampling: FlowSamplingConfig) -> torch.Tensor:
+    """Logits [B, T, V] over [prompt | target] sequences; target frames guided towards the prompt's voice."""
+    logits = model(acoustic, semantic, valid)
+    if sampling.cfg_scale == 1.0:
+        return logits
+    k, device = model.config.acoustic_per_semantic, acoustic.device
+    target_acoustic = _stack([acoustic[i, p: p + n] for i, (p, n) in enumerate(zip(prompts, lengths))],
+                             model.config.mask_id, device)
+    target_semantic = _stack([semantic[i, p // k: (p + n) // k] for i, (p, n) in enumerate(zip(prompts, lengths))],
+                             0, device)
+    target_valid = torch.arange(target_acoustic.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+    unconditional = model(target_acoustic, target_semantic, target_valid)  # the same frames without the prompt
+    guided = logits.clone()
+    for i, (p, n) in enumerate(zip(prompts, lengths)):
+        guided[i, p: p + n] = unconditional[i, :n] + sampling.cfg_scale * (logits[i, p: p + n] - unconditional[i, :n])
+    return guided
+
+
+def _sample(logits: torch.Tensor, sampling: FlowSamplingConfig, generator: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, T, V] -> (sampled ids [B, T], their log-probabilities [B, T])."""
+    logits = logits.float()
+    if sampling.temperature == 0:
+        ids = logits.argmax(-1)
+    else:
+        scaled = logits / sampling.temperature
+        if sampling.top_k:
+            kth = scaled.topk(sampling.top_k, dim=-1).values[..., -1:]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = scaled.softmax(-1)
+        ids = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:2])
+    return ids, logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
+
+
+@torch.inference_mode()
+def fill(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSamplingConfig,
+         generator: torch.Generator) -> list[torch.Tensor]:
+    """One window per request, all in one batch: the full [prompt | target] acoustic ids of each request.
+
+    Only target frames are ever masked or written; the prompt frames come back as they went in.
+    """
+    device, k, mask_id = model.device, model.config.acoustic_per_semantic, model.config.mask_id
+    prompts = [len(r.prompt_acoustic) for r in requests]
+    lengths = [len(r.semantic) * k for r in requests]
+    acoustic = _stack([torch.cat([r.prompt_acoustic, torch.full((n,), mask_id)]) for r, n in zip(requests, lengths)],
+                      mask_id, device)  # [B, T]
+    semantic = _stack([torch.cat([r.prompt_semantic, r.semantic]) for r in requests], 0, device)  # [B, T / k]
+    positions = torch.arange(acoustic.shape[1], device=device)[None]
+    start = torch.tensor(prompts, device=device)[:, None]
+    target_frames = torch.tensor(lengths, device=device)
+    valid = positions < start + target_frames[:, None]
+    generable = valid & (positions >= start)
+    for step in range(sampling.steps):
+        masked = (acoustic == mask_id) & generable
+        logits = _guided_logits(model, acoustic, semantic, valid, prompts, lengths, sampling)
+        ids, confidence = _sample(logits, sampling, generator)
+        progress = (step + 1) / sampling.steps
+        # Frames each row keeps masked after this step: the cosine schedule, always making progress.
+        remaining = torch.floor(target_frames * math.cos(math.pi / 2 * progress)).long()
+        remaining = torch.minimum(remaining, (masked.sum(1) - 1).clamp(min=0))
+        noise = -torch.log(-torch.log(torch.rand(acoustic.shape, device=device, generator=generator).clamp(1e-20, 1)))
+        confidence = confidence + sampling.choice_temperature * (1 - progress) * noise
+        confidence = confidence.masked_fill(~masked, float("inf"))  # prompt, fixed and padding frames stay
+        acoustic = torch.where(masked, ids, acoustic)
+        rank = confidence.argsort(dim=1).argsort(dim=1)  # 0 = least confident
+        acoustic = torch.where(rank < remaining[:, None], torch.full_like(acoustic, mask_id), acoustic)
+    return [acoustic[i, : p + n].cpu() for i, (p, n) in enumerate(zip(prompts, lengths))]
+
+
+def check_request(model: AcousticFlow, request: FlowRequest) -> None:
+    k = model.config.acoustic_per_semantic
+    if request.semantic.dim() != 1 or len(request.semantic) == 0:
+        raise ValueError(f"target semantic ids must be a non-empty 1-D tensor, got shape {tuple(request.semantic.shape)}")
+    if request.prompt_acoustic.dim() != 1 or request.prompt_semantic.dim() != 1:
+        raise ValueError("prompt acoustic and semantic ids must be 1-D tensors")
+    if len(request.prompt_acoustic) != k * len(request.prompt_semantic):
+        raise ValueError(f"the prompt needs exactly {k} acoustic tokens per semantic token: got "
+                         f"{len(request.prompt_acoustic)} acoustic for {len(request.prompt_semantic)} semantic")
+    if len(request.prompt_acoustic) and int(request.prompt_acoustic.max()) >= model.config.acoustic_vocab_size:
+        raise ValueError(f"prompt acoustic ids must lie in [0, {model.config.acoustic_vocab_size - 1}]")
+    semantic = torch.cat([request.prompt_semantic, request.semantic])
+    model.check_inputs(torch.zeros(1, k * len(semantic), dtype=torch.long), semantic[None].long())
+
+
+def _window_sizes(model: AcousticFlow, request: FlowRequest, sampling: FlowSamplingConfig) -> tuple[int, int, int, int]:
+    """(prompt, context, window, look-ahead) sizes in semantic tokens for a target too long for one pass."""
+    k, budget = model.config.acoustic_per_semantic, model.config.max_frames // model.config.acoustic_per_semantic
+    context, lookahead = sampling.context_frames // k, sampling.lookahead_frames // k
+    prompt = min(len(request.prompt_semantic), budget // 3)
+    window = sampling.window_frames // k if sampling.window_frames else budget - prompt - context - lookahead
+    if window < 1 or prompt + context + window + lookahead > budget:
+        raise ValueError(f"window settings (context {context}, window {window}, look-ahead {lookahead} semantic "
+                         f"tokens, prompt {prompt}) do not fit the model context of {budget} semantic tokens")
+    return prompt, context, window, lookahead
+
+
+def _generate_windowed(model: AcousticFlow, request: FlowRequest, sampling: FlowSamplingConfig,
+                       generator: torch.Generator) -> torch.Tensor:
+    k = model.config.acoustic_per_semantic
+    prompt, context, window, lookahead = _window_sizes(model, request, sampling)
+    prompt_acoustic = request.prompt_acoustic[len(request.prompt_acoustic) - prompt * k:]
+    prompt_semantic = request.prompt_semantic[len(request.prompt_semantic) - prompt:]
+    semantic, committed = request.semantic, request.prompt_acoustic.new_zeros(0)
+    for start in range(0, len(semantic), window):
+        end, ahead, back = min(len(semantic), start + window), min(len(semantic), start + window + lookahead), \
+            max(0, start - context)
+        window_request = FlowRequest(semantic[start:ahead], torch.cat([prompt_acoustic, committed[back * k:]]),
+                                     torch.cat([prompt_semantic, semantic[back:start]]))
+        frames = fill(model, [window_request], sampling, generator)[0][len(window_request.prompt_acoustic):]
+        committed = torch.cat([committed, frames[: (end - start) * k]])
+    return committed
+
+
+def generate(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSamplingConfig = FlowSamplingConfig(),
+             seed: int | None = None) -> list[torch.Tensor]:
+    """Acoustic ids [k·Ts] for each request (CPU int64). Randomness comes only from `seed`."""
+    if not requests:
+        raise ValueError("no requests to generate")
+    requests = [FlowRequest(r.semantic.long().cpu(), r.prompt_acoustic.long().cpu(), r.prompt_semantic.long().cpu())
+                for r in requests]
+    for request in requests:
+        check_request(model, request)
+    generator = torch.Generator(device=model.device)
+    generator.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
+    k = model.config.acoustic_per_semantic
+    fits = [i for i, r in enumerate(requests) if k * (len(r.semantic) + len(r.prompt_semantic)) <= model.config.max_frames]
+    out: list[torch.Tensor | None] = [None] * len(requests)
+    if fits:
+        for i, ids in zip(fits, fill(model, [requests[i] for i in fits], sampling, generator)):
+            out[i] = ids[len(requests[i].prompt_acoustic):]
+    for i, request in enumerate(requests):
+        if out[i] is None:
+            out[i] = _generate_windowed(model, request, sampling, generator)
+    return out  # type: ignore[return-value]
