@@ -1,0 +1,197 @@
+"""The LM training recipe on a synthetic corpus: tiny, CPU-only, offline.
+
+Each word of a small list stands for a fixed short sequence of semantic ids, and an utterance's semantic tokens are
+its words' sequences in order, so the corpus is learnable and a trained model can be checked exactly.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lm.config import LMConfig
+from lm.generate import Request, SamplingConfig, generate
+from lm.model import SemanticLM
+from lm.text import TextTokenizer
+from recipes.lm_data import (
+    LengthBucketBatchSampler,
+    ManifestError,
+    SemanticLMDataset,
+    padded_tokens,
+    read_manifest,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "configs" / "lm_tiny.json"
+WORDS = ["red", "green", "blue", "seven", "river", "stone", "light", "cloud"]
+WORD_TOKENS = {word: [10 + 3 * i, 11 + 3 * i, 12 + 3 * i] for i, word in enumerate(WORDS)}
+
+
+@pytest.fixture
+def train_lm():
+    """The recipe module; each training run in this process starts from accelerate's defaults, as a new process
+    would."""
+    pytest.importorskip("accelerate", reason="training needs the [train] extra: pip install -e '.[train]'")
+    from accelerate.state import AcceleratorState, GradientState
+
+    from recipes import train_lm
+
+    yield train_lm
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def write_corpus(folder: pathlib.Path, n: int = 20, speakers: int = 4) -> pathlib.Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        words = [str(w) for w in rng.choice(WORDS, size=int(rng.integers(2, 5)))]
+        semantic = [t for w in words for t in WORD_TOKENS[w]]
+        rows.append({"id": f"utt{i:02d}", "text": " ".join(words), "speaker": f"spk{i % speakers}",
+                     "semantic": semantic})
+    manifest = folder / "train.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest
+
+
+def write_config(folder: pathlib.Path, manifest: pathlib.Path, **train) -> pathlib.Path:
+    config = json.loads(TINY.read_text())
+    config["data"].update(train_manifest=str(manifest), eval_fraction=0.0)
+    config["train"].update(train)
+    path = folder / "lm.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_and_regenerates_a_training_target(tmp_path, train_lm):
+    manifest = write_corpus(tmp_path)
+    config = write_config(tmp_path, manifest, max_steps=120, save_every=1000, log_every=40)
+    result = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "run")])
+    assert result.losses[1] > 5 and result.losses[120] < 0.2, result.losses  # ~0.03 when it works
+
+    final = tmp_path / "run" / "final"
+    lm = SemanticLM.from_pretrained(final)
+    tokenizer = TextTokenizer.from_pretrained(final)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    # the text's BPE pieces may outnumber its semantic tokens, so no lower bound on the length
+    sampling = SamplingConfig(temperature=0, min_tokens_per_text_token=0)
+    generated = generate(lm, [Request(tokenizer.encode(row["text"])) for row in rows], sampling, seed=0)
+    assert generated == [row["semantic"] for row in rows]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, train_lm):
+    manifest = write_corpus(tmp_path)
+    # small batches and accumulation so the kill lands mid-epoch, with prompts, eval and the LR schedule in play
+    config = write_config(tmp_path, manifest, max_steps=8, save_every=3, eval_every=4, log_every=1, warmup_steps=2,
+                          grad_accum=2, keep_last=5)
+    overrides = ["--max-tokens", "96", "--prompt-prob", "0.5", "--eval-fraction", "0.2"]
+    whole = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "whole"), *overrides])
+
+    def kill_after_step_6(step: int) -> None:
+        if step == 6:
+            raise Killed
+    with pytest.raises(Killed):
+        train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "cut"), *overrides],
+                      on_step=kill_after_step_6)
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_000003", "step_000006"]
+    assert json.loads((checkpoints / "step_000006" / "train_state" / "position.json").read_text())["batches_done"]
+    (checkpoints / "step_000009.tmp").mkdir()  # a save cut short by the kill: never a resume candidate
+
+    resumed = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "cut"), "--resume", "auto",
+                             *overrides])
+    assert resumed.losses == {step: whole.losses[step] for step in (7, 8)}
+    assert resumed.eval_losses == {8: whole.eval_losses[8]}
+    a = SemanticLM.from_pretrained(tmp_path / "whole" / "final").state_dict()
+    b = SemanticLM.from_pretrained(tmp_path / "cut" / "final").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (checkpoints / "step_000009.tmp").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_accumulating_their_batches(tmp_path, train_lm):
+    """Rank r takes batches r, r + 2, ..., so 2 ranks x 1 micro-batch see what 1 rank x 2 micro-batches sees: the
+    token-weighted loss and update must agree across processes (gloo on CPU, via torchrun)."""
+    manifest = write_corpus(tmp_path)
+    config = write_config(tmp_path, manifest, max_steps=4, save_every=2, log_every=1, warmup_steps=2)
+    args = ["--config", str(config), "--max-tokens", "96", "--prompt-prob", "0.5"]
+    train_lm.main([*args, "--output-dir", str(tmp_path / "one"), "--grad-accum", "2"])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(ROOT / "recipes" / "train_lm.py"), *args, "--output-dir", str(tmp_path / "two"), "--grad-accum", "1"]
+    done = subprocess.run(launch, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = {run: [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("one", "two")}
+    for key in ("train/loss", "train/grad_norm"):  # Adam hides a wrong gradient scale, the gradient norm does not
+        assert [row[key] for row in logs["two"]] == pytest.approx([row[key] for row in logs["one"]], rel=1e-5), key
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step_000004" / "train_state").iterdir()) == [
+        "optimizer.bin", "position.json", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin"]
+    a = SemanticLM.from_pretrained(tmp_path / "one" / "final").state_dict()
+    b = SemanticLM.from_pretrained(tmp_path / "two" / "final").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    good = {"id": "a", "text": "red", "semantic": [1, 2]}
+    cases = [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"id": "b", "semantic": [1]}), "'text' must be a non-empty string"),
+        (json.dumps({"id": "b", "text": "red"}), "exactly one of 'semantic'"),
+        (json.dumps({"id": "b", "text": "red", "semantic": [1, "x"]}), "list of integer ids"),
+        (json.dumps({"id": "b", "text": "red", "semantic_path": "missing.npy"}), "does not exist"),
+        (json.dumps({"id": "b", "text": "red", "semantic": [1, 99999]}), "must lie in [0, 16383]"),
+        (json.dumps(good), "duplicate id 'a' (first on line 1)"),
+    ]
+    for line, message in cases:
+        manifest = tmp_path / "bad.jsonl"
+        manifest.write_text(json.dumps(good) + "\n\n" + line + "\n")
+        with pytest.raises(ManifestError) as error:
+            read_manifest(manifest, semantic_vocab_size=16384)
+        assert str(error.value).startswith(f"{manifest}:3: "), str(error.value)
+        assert message in str(error.value)
+
+
+def test_interleaved_token_files_give_every_semantic_token(tmp_path):
+    semantic = np.array([5, 6, 7])
+    for k in (2, 4):
+        acoustic = 100 + np.arange(3 * k).reshape(3, k)
+        np.save(tmp_path / f"k{k}.npy", np.concatenate([semantic[:, None], acoustic], axis=1).reshape(-1))
+    np.save(tmp_path / "plain.npy", semantic.astype(np.int16))
+    rows = [{"id": "k2", "text": "red", "semantic_path": "k2.npy", "interleaved_k": 2},
+            {"id": "k4", "text": "red", "semantic_path": "k4.npy", "interleaved_k": 4},
+            {"id": "plain", "text": "red", "semantic_path": "plain.npy"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for utterance in read_manifest(tmp_path / "m.jsonl"):
+        assert utterance.semantic.tolist() == [5, 6, 7], utterance.id
+
+    (tmp_path / "m.jsonl").write_text(json.dumps({**rows[0], "interleaved_k": 4}) + "\n")
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: 9 interleaved tokens is not a whole number of groups of 5"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_length_buckets_respect_max_tokens_and_resume_mid_epoch(tmp_path):
+    utterances = read_manifest(write_corpus(tmp_path, n=40))
+    config = LMConfig(text_vocab_size=64, semantic_vocab_size=64, hidden_size=8, intermediate_size=8,
+                               num_layers=1, num_heads=1, num_kv_heads=1)
+    dataset = SemanticLMDataset(utterances, lambda text: [len(w) for w in text.split()], config, prompt_prob=0.5,
+                                seed=0, max_length=60)
+    sampler = LengthBucketBatchSampler(dataset, max_tokens=120, seed=0)
+    batches = sampler.epoch_batches(3)
+    assert sorted(k[0] for b in batches for k in b) == dataset.usable  # each utterance once per epoch
+    assert all(padded_tokens(b, dataset) <= 120 for b in batches)
+    assert any(k[1] >= 0 for b in batches for k in b) and batches != sampler.epoch_batches(4)
+    sampler.set_epoch(3, skip=2)
+    assert list(sampler) == batches[2:]
+    ranks = [LengthBucketBatchSampler(dataset, 120, seed=0, rank=r, num_replicas=3).rank_batches(3) for r in range(3)]
+    assert len({len(r) for r in ranks}) == 1 and sum(map(len, ranks)) == len(batches) // 3 * 3
