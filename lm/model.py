@@ -28,6 +28,40 @@ WEIGHTS_NAME = "model.safetensors"
 IGNORE_INDEX = -100
 
 
+def _checked(ids: Sequence[int], vocab: int, name: str) -> list[int]:
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"{name} ids must lie in [0, {vocab - 1}], got {bad[:5]}")
+    return ids
+
+
+def build_prefix(config: LMConfig, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (),
+                 prompt_semantic_ids: Sequence[int] = ()) -> list[int]:
+    """Token ids (model vocabulary) of everything before the first generated semantic token."""
+    target_text = _checked(text_ids, config.text_vocab_size, "text")
+    if not target_text:
+        raise ValueError("the target text is empty: there is nothing to say")
+    text = _checked(prompt_text_ids, config.text_vocab_size, "prompt text") + target_text
+    semantic = _checked(prompt_semantic_ids, config.semantic_vocab_size, "prompt semantic")
+    return ([BOS_ID] + [t + config.text_offset for t in text] + [SEP_ID]
+            + [s + config.semantic_offset for s in semantic])
+
+
+def build_example(config: LMConfig, text_ids: Sequence[int], semantic_ids: Sequence[int],
+                  prompt_text_ids: Sequence[int] = (), prompt_semantic_ids: Sequence[int] = ()
+                  ) -> tuple[list[int], list[int]]:
+    """A training example: (input_ids, labels), labels = IGNORE_INDEX outside the target speech."""
+    prefix = build_prefix(config, text_ids, prompt_text_ids, prompt_semantic_ids)
+    target = [s + config.semantic_offset
+              for s in _checked(semantic_ids, config.semantic_vocab_size, "semantic")] + [EOS_ID]
+    input_ids = prefix + target
+    if len(input_ids) > config.max_position_embeddings:
+        raise ValueError(f"example of {len(input_ids)} tokens exceeds max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    return input_ids, [IGNORE_INDEX] * len(prefix) + target
+
+
 def default_attn_implementation(device: torch.device | str, dtype: torch.dtype) -> str:
     """flash-attn 2 when it is installed and usable (CUDA, half precision), else PyTorch SDPA."""
     on_cuda = torch.device(device).type == "cuda"
@@ -54,36 +88,14 @@ class SemanticLM(nn.Module):
         return next(self.parameters()).dtype
 
     # ---- sequences -----------------------------------------------------------------------------------------
-    def _check(self, ids: Sequence[int], vocab: int, name: str) -> list[int]:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < vocab]
-        if bad:
-            raise ValueError(f"{name} ids must lie in [0, {vocab - 1}], got {bad[:5]}")
-        return ids
-
     def build_prefix(self, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (),
                      prompt_semantic_ids: Sequence[int] = ()) -> list[int]:
-        """Token ids (model vocabulary) of everything before the first generated semantic token."""
-        c = self.config
-        target_text = self._check(text_ids, c.text_vocab_size, "text")
-        if not target_text:
-            raise ValueError("the target text is empty: there is nothing to say")
-        text = self._check(prompt_text_ids, c.text_vocab_size, "prompt text") + target_text
-        semantic = self._check(prompt_semantic_ids, c.semantic_vocab_size, "prompt semantic")
-        return [BOS_ID] + [t + c.text_offset for t in text] + [SEP_ID] + [s + c.semantic_offset for s in semantic]
+        return build_prefix(self.config, text_ids, prompt_text_ids, prompt_semantic_ids)
 
     def build_example(self, text_ids: Sequence[int], semantic_ids: Sequence[int],
                       prompt_text_ids: Sequence[int] = (), prompt_semantic_ids: Sequence[int] = ()
                       ) -> tuple[list[int], list[int]]:
-        """A training example: (input_ids, labels), labels = IGNORE_INDEX outside the target speech."""
-        prefix = self.build_prefix(text_ids, prompt_text_ids, prompt_semantic_ids)
-        target = [s + self.config.semantic_offset
-                  for s in self._check(semantic_ids, self.config.semantic_vocab_size, "semantic")] + [EOS_ID]
-        input_ids = prefix + target
-        if len(input_ids) > self.config.max_position_embeddings:
-            raise ValueError(f"example of {len(input_ids)} tokens exceeds max_position_embeddings "
-                             f"{self.config.max_position_embeddings}")
-        return input_ids, [IGNORE_INDEX] * len(prefix) + target
+        return build_example(self.config, text_ids, semantic_ids, prompt_text_ids, prompt_semantic_ids)
 
     def to_semantic(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Model-vocabulary ids of semantic tokens -> codec semantic ids."""
@@ -100,12 +112,14 @@ class SemanticLM(nn.Module):
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed cross-entropy over target tokens, number of target tokens): summing lets gradient
-        accumulation weight every token equally whatever the micro-batch lengths."""
-        logits = self(input_ids, attention_mask=attention_mask).logits[:, :-1]  # predicts labels[:, 1:]
-        targets = labels[:, 1:]
-        loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss_sum, (targets != IGNORE_INDEX).sum()
+        accumulation weight every token equally whatever the micro-batch lengths. The output head runs only
+        where a label is scored, so the prefix costs no [T, vocab] logits."""
+        hidden = self.decoder.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        scored = targets != IGNORE_INDEX
+        logits = self.decoder.lm_head(hidden[:, :-1][scored])  # [N, vocab]
+        loss_sum = F.cross_entropy(logits.float(), targets[scored], reduction="sum")
+        return loss_sum, scored.sum()
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

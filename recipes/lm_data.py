@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lm.config import LMConfig
-from lm.model import IGNORE_INDEX, SemanticLM, pad_batch
+from lm.model import IGNORE_INDEX, build_example, pad_batch
 from lm.text import TextError
 
 Key = tuple[int, int]  # (utterance index, prompt utterance index or -1 for no prompt)
@@ -162,18 +162,6 @@ def split_eval(utterances: Sequence[Utterance], fraction: float, seed: int
 
 
 # ---- examples ----------------------------------------------------------------------------------------------------
-class _SequenceLayout:
-    """Just enough of a SemanticLM (its config) to call its sequence builders without holding any weights, so
-    DataLoader workers never copy the model."""
-
-    _check = SemanticLM._check
-    build_prefix = SemanticLM.build_prefix
-    build_example = SemanticLM.build_example
-
-    def __init__(self, config: LMConfig):
-        self.config = config
-
-
 class SemanticLMDataset(Dataset):
     """Utterances -> `SemanticLM.build_example` examples, addressed by `Key`s from `plan_epoch`.
 
@@ -187,7 +175,7 @@ class SemanticLMDataset(Dataset):
                  prompt_prob: float, seed: int, max_length: int):
         if not 0 <= prompt_prob <= 1:
             raise ValueError(f"prompt_prob must lie in [0, 1], got {prompt_prob}")
-        self.layout = _SequenceLayout(config)
+        self.config = config
         self.prompt_prob, self.seed = prompt_prob, seed
         self.max_length = min(max_length, config.max_position_embeddings)
         self.ids = [u.id for u in utterances]
@@ -243,8 +231,8 @@ class SemanticLMDataset(Dataset):
     def __getitem__(self, key: Key) -> Example:
         i, p = key
         if p < 0:
-            return self.layout.build_example(self.text[i], self.semantic[i])
-        return self.layout.build_example(self.text[i], self.semantic[i], self.text[p], self.semantic[p])
+            return build_example(self.config, self.text[i], self.semantic[i])
+        return build_example(self.config, self.text[i], self.semantic[i], self.text[p], self.semantic[p])
 
     def describe_dropped(self) -> str:
         """One line per reason, '' when nothing was dropped."""
