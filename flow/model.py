@@ -27,12 +27,18 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def rotary(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding over the last dim of x [B, H, T, D]."""
+def rotary_tables(frames: int, head_dim: int, theta: float, device: torch.device, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, head_dim / 2] of the rotary position embedding (computed once per forward)."""
+    half = head_dim // 2
+    freqs = theta ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+    angles = torch.arange(frames, device=device, dtype=torch.float32)[:, None] * freqs
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, T, D] by position."""
     half = x.shape[-1] // 2
-    freqs = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = torch.arange(x.shape[2], device=x.device, dtype=torch.float32)[:, None] * freqs  # [T, D/2]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
@@ -40,7 +46,7 @@ def rotary(x: torch.Tensor, theta: float) -> torch.Tensor:
 class Block(nn.Module):
     def __init__(self, cfg: FlowConfig):
         super().__init__()
-        self.num_heads, self.rope_theta = cfg.num_heads, cfg.rope_theta
+        self.num_heads = cfg.num_heads
         self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
@@ -48,10 +54,11 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(cfg.dim, 2 * cfg.intermediate_size, bias=False)
         self.down = nn.Linear(cfg.intermediate_size, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:  # x [B, T, C]
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor]
+                ) -> torch.Tensor:  # x [B, T, C]
         b, t, c = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, self.rope_theta), rotary(k, self.rope_theta)
+        q, k = rotary(q, *rope), rotary(k, *rope)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # bidirectional
         x = x + self.out(attn.transpose(1, 2).reshape(b, t, c))
         gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
@@ -97,8 +104,10 @@ class AcousticFlow(nn.Module):
         x = self.acoustic_embed(acoustic)
         x = x + self.semantic_embed(semantic).repeat_interleave(self.config.acoustic_per_semantic, dim=1)
         key_mask = None if valid is None else valid[:, None, None, :]
+        rope = rotary_tables(x.shape[1], self.config.dim // self.config.num_heads, self.config.rope_theta, x.device,
+                             x.dtype)
         for block in self.blocks:
-            x = block(x, key_mask)
+            x = block(x, key_mask, rope)
         return self.head(self.norm(x))
 
     def masked_loss(self, acoustic: torch.Tensor, semantic: torch.Tensor, prompt_frames: torch.Tensor,

@@ -14,3 +14,15 @@ def test_lm_benchmark_runs_on_cpu_and_writes_json(tmp_path):
     impls = {(row["impl"], row["batch_size"]) for row in report["results"]}
     assert impls == {("ours", 1), ("hf_generate", 1), ("ours", 2), ("hf_generate", 2)}
     assert all(row["tokens_per_s"] > 0 and row["new_tokens"] == 8 for row in report["results"])
+
+
+def test_flow_benchmark_runs_on_cpu_and_writes_json(tmp_path):
+    from benchmarks.flow_generate import main as flow_benchmark
+
+    out = tmp_path / "flow.json"
+    flow_benchmark(["--model", "tiny", "--device", "cpu", "--batch-sizes", "1", "2", "--steps", "2",
+                    "--target-seconds", "2", "--prompt-seconds", "1", "--repeats", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "flow_generate"
+    assert [row["batch_size"] for row in report["results"]] == [1, 2]
+    assert all(row["rtf"] > 0 and row["steps_per_s"] > 0 for row in report["results"])
