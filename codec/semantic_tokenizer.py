@@ -195,6 +195,23 @@ class SemanticTokenizer(nn.Module):
         _load_strict(model, state, folder)
         return model.requires_grad_(False).to(device=device, dtype=dtype).eval()
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the released folder layout (`config.json`, `preprocessor_config.json`, `model.safetensors` with
+        `model.encoder.*` keys), which `from_pretrained` and the released code read."""
+        from dataclasses import asdict
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        hf_config = {**asdict(self.config), "model_type": "whisper", "quantize_encoder_only": True,
+                     "encoder_layers": self.config.quantize_position}
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        (folder / "preprocessor_config.json").write_text(self.feature_extractor.to_json_string())
+        state = {ENCODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+
     # ---- features ----------------------------------------------------------------------------------------------
     def log_mel(self, chunk: np.ndarray) -> np.ndarray:
         """Whisper log-mel of one chunk (<= 30 s) zero-padded to a multiple of `hop_samples` -> [n_mels, frames].

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import codec_cli
+from . import codec_cli, tts_cli
+from .errors import TTSError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sac-tts", description="Zero-shot TTS on SAC codec tokens.")
     subparsers = parser.add_subparsers(dest="command", required=True)
+    tts_cli.add_parsers(subparsers)
     codec_cli.add_parser(subparsers)
     return parser
 
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (TTSError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,177 @@
+"""The TTS pipeline on a tiny random model: API, streaming, voices, safeguards and every kind of bad input."""
+
+import threading
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+
+from tts.cli import main
+from tts.errors import TTSError
+from tts.pipeline import TTS, SynthesisOptions, looks_degenerate
+from tts.text import split_text
+from tts.voice import VoicePrompt
+from tts.voices import VoiceNotFound, VoiceStore
+
+PROMPT_TEXT = "This is an English sentence."
+
+
+def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Voiced-noise stand-in for speech when ../shared is absent: harmonics with a syllable-rate envelope."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = sum(np.sin(2 * np.pi * h * np.cumsum(f0) / sample_rate) / h for h in range(1, 8))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) + 0.05
+    return (0.2 * voiced * envelope + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_tts_dir):
+    return TTS.from_pretrained(tiny_tts_dir)
+
+
+@pytest.fixture(scope="module")
+def voice(tts):
+    return tts.clone_voice(speech_like(4.0), PROMPT_TEXT, sample_rate=16000)
+
+
+def test_synthesize_is_seeded_and_speed_changes_duration(tts, voice):
+    a = tts.synthesize("Hello world, this is a test.", voice, seed=1)
+    assert a.dtype == np.float32 and a.ndim == 1 and len(a) > 0 and np.isfinite(a).all()
+    assert np.array_equal(a, tts.synthesize("Hello world, this is a test.", voice, seed=1))
+    fast = tts.synthesize("Hello world, this is a test.", voice, seed=1, speed=2.0)
+    assert abs(len(fast) - len(a) / 2) <= 16000 * 0.05
+
+
+def test_stream_matches_synthesize_without_seams(tts, voice):
+    text = "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore."
+    whole = tts.synthesize(text, voice, seed=4)
+    chunks = list(tts.stream(text, voice, seed=4))
+    assert len(chunks) > 2
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-4)
+
+
+def test_batch_synthesis_gives_one_wav_per_text(tts, voice):
+    texts = ["Hello world.", "The rain in Spain stays mainly in the plain."]
+    out = tts.synthesize_batch(texts, voice, seed=2)
+    assert len(out) == 2 and all(len(w) > 0 for w in out)
+    with pytest.raises(TTSError, match="text is empty"):
+        tts.synthesize_batch(["fine", "  "], voice)
+
+
+def test_long_text_is_split_and_streams_lazily(tts, voice):
+    sentences = split_text("One two. " * 30, lambda s: len(s.split()), max_tokens=10)
+    assert all(len(s.split()) <= 10 for s in sentences) and " ".join(sentences) == ("One two. " * 30).strip()
+    huge = "This sentence is repeated to make a very long text. " * 1000  # ~52,000 characters
+    first = next(tts.stream(huge, voice, seed=0))
+    assert len(first) > 0
+
+
+def test_runaway_guard_flags_capped_or_looping_generations():
+    assert looks_degenerate(list(range(30)), max_tokens=30)
+    assert looks_degenerate([1, 2] * 30, max_tokens=200)
+    assert not looks_degenerate(list(range(50)), max_tokens=200)
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   \n", "empty"), ("😀😀 !!", "nothing speakable")])
+def test_bad_text_raises_clear_errors(tts, voice, text, message):
+    with pytest.raises(TTSError, match=message):
+        tts.synthesize(text, voice)
+
+
+def test_emoji_and_mixed_scripts_are_spoken(tts, voice):
+    assert len(tts.synthesize("Hello 😀 world, 你好, café!", voice, seed=0)) > 0
+
+
+@pytest.mark.parametrize("seconds, message", [(0.2, "0.2 s long"), (300.0, "300.0 s long")])
+def test_too_short_or_too_long_prompts_are_refused(tts, seconds, message):
+    with pytest.raises(TTSError, match=message):
+        tts.clone_voice(speech_like(seconds), PROMPT_TEXT, sample_rate=16000)
+
+
+def test_silent_prompt_is_refused(tts):
+    with pytest.raises(TTSError, match="silent"):
+        tts.clone_voice(np.zeros(48000, dtype=np.float32), PROMPT_TEXT, sample_rate=16000)
+
+
+@pytest.mark.parametrize("rate, channels, suffix", [(8000, 1, ".wav"), (48000, 1, ".flac"), (44100, 2, ".wav"),
+                                                    (22050, 1, ".mp3")])
+def test_prompt_files_of_any_rate_channels_and_format(tts, tmp_path, rate, channels, suffix):
+    audio = soxr.resample(speech_like(3.0), 16000, rate)
+    data = np.stack([audio] * channels, axis=1) if channels > 1 else audio
+    path = tmp_path / f"prompt{suffix}"
+    soundfile.write(path, data, rate)
+    voice = tts.clone_voice(path, PROMPT_TEXT)
+    assert abs(voice.duration_s - 3.0) < 0.1 and len(voice.acoustic) == 2 * len(voice.semantic)
+
+
+def test_corrupt_or_non_audio_prompt_is_refused(tts, tmp_path):
+    (tmp_path / "notes.wav").write_text("this is not audio")
+    with pytest.raises(TTSError, match="notes.wav"):
+        tts.clone_voice(tmp_path / "notes.wav", PROMPT_TEXT)
+    with pytest.raises(TTSError, match="sample_rate"):
+        tts.clone_voice(speech_like(2.0), PROMPT_TEXT)
+
+
+def test_options_are_validated():
+    with pytest.raises(TTSError, match="speed"):
+        SynthesisOptions(speed=5.0)
+    with pytest.raises(TTSError, match="invalid sampling"):
+        SynthesisOptions(top_p=0.0)
+
+
+def test_voice_store_round_trip_and_missing_names(tmp_path, voice):
+    store = VoiceStore(tmp_path / "voices")
+    store.add("alice", voice)
+    loaded = store.get("alice")
+    assert loaded.text == voice.text and np.array_equal(loaded.acoustic, voice.acoustic)
+    assert store.list() == [{"name": "alice", "text": PROMPT_TEXT, "duration_s": round(voice.duration_s, 2)}]
+    with pytest.raises(VoiceNotFound, match="no voice named 'bob'.*alice"):
+        store.get("bob")
+    with pytest.raises(TTSError, match="not allowed"):
+        store.add("../evil", voice)
+    store.remove("alice")
+    assert store.list() == []
+
+
+def test_concurrent_requests_for_the_same_voice(tts, voice, tmp_path):
+    store = VoiceStore(tmp_path / "voices")
+    store.add("shared", voice)
+    errors, results = [], []
+
+    def worker(i: int) -> None:
+        try:
+            store.add("shared", VoicePrompt.load(store.folder / "shared.safetensors"))  # rewrites race with reads
+            results.append(tts.synthesize("Hello world.", store.get("shared"), seed=i))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(results) == 6
+
+
+def test_cli_synthesize_and_voice_commands(tiny_tts_dir, tmp_path, capsys):
+    prompt = tmp_path / "prompt.wav"
+    soundfile.write(prompt, speech_like(3.0), 16000)
+    common = ["--model", str(tiny_tts_dir), "--voices-dir", str(tmp_path / "voices")]
+    assert main(["synthesize", "Hello there.", "--voice", str(prompt), "--voice-text", PROMPT_TEXT,
+                 "-o", str(tmp_path / "a.wav"), "--seed", "1", *common]) == 0
+    audio, rate = soundfile.read(tmp_path / "a.wav")
+    assert rate == 16000 and len(audio) > 0
+    assert main(["voice", "add", "me", str(prompt), "--text", PROMPT_TEXT, *common]) == 0
+    assert main(["voice", "list", "--voices-dir", str(tmp_path / "voices")]) == 0
+    assert capsys.readouterr().out.startswith("me\t3.0 s\t")
+    (tmp_path / "texts.jsonl").write_text('{"id": "one", "text": "First."}\n{"id": "two", "text": "  "}\n')
+    assert main(["synthesize", "--input", str(tmp_path / "texts.jsonl"), "--voice", "me",
+                 "-o", str(tmp_path / "out"), *common]) == 1
+    assert (tmp_path / "out" / "one.wav").is_file() and not (tmp_path / "out" / "two.wav").exists()
+    assert "FAILED two" in capsys.readouterr().err
+    assert main(["synthesize", "Hi.", "--voice", "nobody", "-o", str(tmp_path / "x.wav"), *common]) == 2
+    assert "no voice named 'nobody'" in capsys.readouterr().err
+    assert main(["voice", "remove", "me", "--voices-dir", str(tmp_path / "voices")]) == 0

@@ -1,0 +1,238 @@
+"""`TTS`: zero-shot voice cloning by composing the codec, the LM and the second stage.
+
+    text --LM--> 12.5 Hz semantic tokens --flow (prompt's acoustic tokens as prefix)--> acoustic tokens --codec--> wav
+
+A model folder holds `tts_config.json`, `codec/` (with `semantic_tokenizer/`), `lm/` (with its text tokenizer) and
+`flow/`; each part also loads on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from codec import SpeechCodec
+from codec.audio import AudioError, load_audio
+from flow import AcousticFlow, FlowRequest, FlowSamplingConfig
+from flow import generate as flow_generate
+from lm import Request, SamplingConfig, SemanticLM
+from lm import generate as lm_generate
+from lm.text import TextError, load_text_tokenizer
+
+from .config import TTSConfig
+from .effects import time_stretch
+from .errors import TTSError
+from .streaming import StreamingDecoder
+from .text import split_text
+from .voice import VoicePrompt
+
+DEFAULT_MODEL_ENV = "SAC_TTS_MODEL"
+
+
+@dataclass
+class SynthesisOptions:
+    seed: int | None = None
+    temperature: float = 1.0  # LM sampling
+    top_k: int = 25
+    top_p: float = 0.8
+    flow_steps: int = 12
+    cfg_scale: float = 2.0
+    flow_temperature: float = 1.0
+    speed: float = 1.0  # 0.25 .. 4.0, pitch kept
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.speed <= 4.0:
+            raise TTSError(f"speed must lie in [0.25, 4.0], got {self.speed}")
+        try:
+            self.lm_sampling(), self.flow_sampling()
+        except ValueError as exc:
+            raise TTSError(str(exc)) from exc
+
+    def lm_sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+    def flow_sampling(self) -> FlowSamplingConfig:
+        return FlowSamplingConfig(steps=self.flow_steps, cfg_scale=self.cfg_scale, temperature=self.flow_temperature)
+
+    def merged(self, **overrides) -> "SynthesisOptions":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown synthesis options {unknown}; known: {sorted(known)}")
+        return replace(self, **overrides)
+
+
+def looks_degenerate(semantic: Sequence[int], max_tokens: int) -> bool:
+    """A generation that ran into its length cap, or that loops on a few tokens, is retried."""
+    if len(semantic) >= max_tokens:
+        return True
+    tail = list(semantic[-40:])
+    return len(tail) >= 40 and len(set(tail)) <= 3
+
+
+class TTS:
+    def __init__(self, codec: SpeechCodec, lm: SemanticLM, text_tokenizer, flow: AcousticFlow,
+                 config: TTSConfig | None = None):
+        if codec.tokenizer is None:
+            raise TTSError("the codec has no semantic tokenizer: voices cannot be cloned without it")
+        k = codec.acoustic_per_semantic
+        if flow.config.acoustic_per_semantic != k or lm.config.semantic_vocab_size != flow.config.semantic_vocab_size:
+            raise TTSError(f"the parts do not fit: codec k={k}, flow k={flow.config.acoustic_per_semantic}, LM "
+                           f"semantic vocab {lm.config.semantic_vocab_size}, flow {flow.config.semantic_vocab_size}")
+        self.codec, self.lm, self.text_tokenizer, self.flow = codec, lm, text_tokenizer, flow
+        self.config = config or TTSConfig()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "TTS":
+        """Load a model folder; without `path`, the default model ($SAC_TTS_MODEL or the bundled one)."""
+        folder = Path(path) if path is not None else default_model_path()
+        for part in ("codec", "lm", "flow"):
+            if not (folder / part).is_dir():
+                raise FileNotFoundError(f"{folder} is not a sac-tts model folder: {part}/ is missing")
+        config = TTSConfig.load(folder) if (folder / "tts_config.json").is_file() else TTSConfig()
+        return cls(SpeechCodec.from_pretrained(folder / "codec", dtype=dtype, device=device),
+                   SemanticLM.from_pretrained(folder / "lm", dtype=dtype, device=device),
+                   load_text_tokenizer(folder / "lm"),
+                   AcousticFlow.from_pretrained(folder / "flow", dtype=dtype, device=device), config)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    # ---- voices --------------------------------------------------------------------------------------------
+    def _encode_text(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TTSError(f"text must be a string, got {type(text).__name__}")
+        try:
+            return self.text_tokenizer.encode(text)
+        except TextError as exc:
+            raise TTSError(str(exc)) from exc
+
+    def clone_voice(self, audio: str | Path | np.ndarray | torch.Tensor, text: str,
+                    sample_rate: int | None = None) -> VoicePrompt:
+        """A few seconds of speech and its transcript -> a reusable voice prompt (tokenized once)."""
+        self._encode_text(text)  # the transcript must be speakable
+        try:
+            if isinstance(audio, (str, Path)):
+                wav, sample_rate = load_audio(audio, self.sample_rate), self.sample_rate
+            elif sample_rate is None:
+                raise TTSError("pass sample_rate= with an audio array")
+            else:
+                wav = audio
+            seconds = np.asarray(wav).shape[-1] / sample_rate
+            cfg = self.config
+            if not cfg.min_prompt_seconds <= seconds <= cfg.max_prompt_seconds:
+                raise TTSError(f"the voice prompt is {seconds:.1f} s long; use {cfg.min_prompt_seconds:g} to "
+                               f"{cfg.max_prompt_seconds:g} s of speech (trim it, or record more)")
+            tokens = self.codec.encode([wav], sample_rate)
+        except AudioError as exc:
+            raise TTSError(str(exc)) from exc
+        semantic, acoustic = tokens.clip(0)
+        return VoicePrompt(text=text, semantic=semantic.clone(), acoustic=acoustic.clone(), duration_s=seconds)
+
+    # ---- synthesis -----------------------------------------------------------------------------------------
+    def _chunks(self, text: str) -> list[list[int]]:
+        """Text ids of each chunk (sentences packed up to the chunk limit); unspeakable pieces dropped."""
+        self._encode_text(text)  # raises on empty or unspeakable text
+
+        def count(piece: str) -> int:
+            try:
+                return len(self.text_tokenizer.encode(piece))
+            except TextError:
+                return 0
+
+        pieces = split_text(text, count, self.config.max_chunk_text_tokens)
+        return [self.text_tokenizer.encode(p) for p in pieces if count(p)]
+
+    def _semantic(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> list[int]:
+        """LM generation with a guard: a degenerate result (length cap, loop) is retried with another seed."""
+        sampling = options.lm_sampling()
+        prompt_ids = self._encode_text(voice.text)
+        cap = math.floor(len(text_ids) * sampling.max_tokens_per_text_token)
+        request = Request(text_ids, prompt_ids, voice.semantic.tolist())
+        for attempt in range(self.config.max_retries + 1):
+            semantic = lm_generate(self.lm, [request], sampling, seed=seed + attempt)[0]
+            if not looks_degenerate(semantic, cap):
+                break
+        return semantic or [0]
+
+    def _acoustic(self, semantic: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> torch.Tensor:
+        request = FlowRequest(torch.tensor(semantic), voice.acoustic, voice.semantic)
+        return flow_generate(self.flow, [request], options.flow_sampling(), seed=seed)[0]
+
+    def _decode(self, semantic: torch.Tensor, acoustic: torch.Tensor, voice: VoicePrompt) -> np.ndarray:
+        """Decode after the prompt's last tokens, which give the non-causal decoder its left context."""
+        k, context = self.codec.acoustic_per_semantic, min(self.config.decode_context_tokens, len(voice.semantic))
+        full_semantic = torch.cat([voice.semantic[len(voice.semantic) - context:], semantic])
+        full_acoustic = torch.cat([voice.acoustic[len(voice.acoustic) - context * k:], acoustic])
+        wav = self.codec.model.decode(full_semantic[None], full_acoustic[None])[0, 0].float().cpu().numpy()
+        return wav[context * self.codec.model.config.semantic_hop_samples:]
+
+    def _resolve(self, options: SynthesisOptions | None, overrides: dict) -> tuple[SynthesisOptions, int]:
+        options = (options or SynthesisOptions()).merged(**overrides) if overrides else (options or SynthesisOptions())
+        seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+        return options, seed
+
+    def _pause(self) -> np.ndarray:
+        return np.zeros(int(self.config.pause_seconds * self.sample_rate), dtype=np.float32)
+
+    def synthesize(self, text: str, voice: VoicePrompt, options: SynthesisOptions | None = None,
+                   **overrides) -> np.ndarray:
+        """Speech for `text` in `voice` -> float32 wav [samples] at `sample_rate`. Text of any length."""
+        return np.concatenate(list(self._synthesize_chunks(text, voice, options, overrides)))
+
+    def _synthesize_chunks(self, text: str, voice: VoicePrompt, options, overrides) -> Iterator[np.ndarray]:
+        options, seed = self._resolve(options, overrides)
+        for i, text_ids in enumerate(self._chunks(text)):
+            chunk_seed = seed + 7919 * i  # each chunk its own draw, all fixed by `seed`
+            semantic = self._semantic(text_ids, voice, options, chunk_seed)
+            acoustic = self._acoustic(semantic, voice, options, chunk_seed)
+            if i:
+                yield self._pause()
+            yield time_stretch(self._decode(torch.tensor(semantic), acoustic, voice), options.speed, self.sample_rate)
+
+    def synthesize_batch(self, texts: Sequence[str], voice: VoicePrompt | Sequence[VoicePrompt],
+                         options: SynthesisOptions | None = None, **overrides) -> list[np.ndarray]:
+        """Many texts (each in its voice, or all in one) -> one wav each; bad texts fail before any work."""
+        voices = [voice] * len(texts) if isinstance(voice, VoicePrompt) else list(voice)
+        if len(voices) != len(texts):
+            raise TTSError(f"{len(texts)} texts but {len(voices)} voices")
+        for text in texts:
+            self._chunks(text)
+        options, seed = self._resolve(options, overrides)
+        return [self.synthesize(text, v, replace(options, seed=seed + 104729 * i))
+                for i, (text, v) in enumerate(zip(texts, voices))]
+
+    def stream(self, text: str, voice: VoicePrompt, options: SynthesisOptions | None = None,
+               **overrides) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks as soon as they are decodable (see `StreamingDecoder`)."""
+        chunks = self._chunks(text)  # errors surface before the first chunk
+        options, seed = self._resolve(options, overrides)
+        for i, text_ids in enumerate(chunks):
+            if i:
+                yield self._pause()
+            chunk_seed = seed + 7919 * i
+            semantic = self._semantic(text_ids, voice, options, chunk_seed)
+            acoustic = self._acoustic(semantic, voice, options, chunk_seed)
+            decoder = StreamingDecoder(self.codec.model, voice, self.config)
+            for audio in decoder.decode(torch.tensor(semantic), acoustic):
+                yield time_stretch(audio, options.speed, self.sample_rate)
+
+
+def default_model_path() -> Path:
+    """$SAC_TTS_MODEL, else the model shipped inside the package (`tts/default_model`)."""
+    if os.environ.get(DEFAULT_MODEL_ENV):
+        return Path(os.environ[DEFAULT_MODEL_ENV])
+    bundled = Path(__file__).resolve().parent / "default_model"
+    if not (bundled / "codec").is_dir():
+        raise FileNotFoundError("no default model is installed yet: pass --model PATH (a folder with codec/, lm/ "
+                                f"and flow/) or set {DEFAULT_MODEL_ENV}")
+    return bundled
