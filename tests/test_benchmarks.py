@@ -26,3 +26,13 @@ def test_flow_benchmark_runs_on_cpu_and_writes_json(tmp_path):
     assert report["benchmark"] == "flow_generate"
     assert [row["batch_size"] for row in report["results"]] == [1, 2]
     assert all(row["rtf"] > 0 and row["steps_per_s"] > 0 for row in report["results"])
+
+
+def test_tts_latency_benchmark_reports_first_chunk_and_rtf(tiny_tts_dir, tmp_path):
+    from benchmarks.tts_latency import main as tts_benchmark
+
+    out = tmp_path / "tts.json"
+    tts_benchmark(["--model", str(tiny_tts_dir), "--device", "cpu", "--texts", "short", "--repeats", "1",
+                   "--out", str(out)])
+    row = json.loads(out.read_text())["results"][0]
+    assert row["text"] == "short" and 0 < row["first_chunk_s"] <= row["total_s"] and row["rtf"] > 0
