@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+import torch
 
 from tts.cli import main
 from tts.errors import TTSError
 from tts.pipeline import TTS, SynthesisOptions, looks_degenerate
+from tts.streaming import StreamingDecoder
 from tts.text import split_text
 from tts.voice import VoicePrompt
 from tts.voices import VoiceNotFound, VoiceStore
@@ -45,12 +47,42 @@ def test_synthesize_is_seeded_and_speed_changes_duration(tts, voice):
     assert abs(len(fast) - len(a) / 2) <= 16000 * 0.05
 
 
-def test_stream_matches_synthesize_without_seams(tts, voice):
-    text = "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore."
-    whole = tts.synthesize(text, voice, seed=4)
-    chunks = list(tts.stream(text, voice, seed=4))
+def test_streaming_decoder_matches_one_full_decode(tts, voice):
+    g = torch.Generator().manual_seed(0)
+    semantic, acoustic = torch.randint(0, 64, (90,), generator=g), torch.randint(0, 64, (180,), generator=g)
+    whole = tts._decode(semantic, acoustic, voice)
+    decoder = StreamingDecoder(tts.codec.model, voice, tts.config)
+    chunks = []
+    for start in range(0, 90, 7):  # tokens arrive in uneven bursts
+        end = min(90, start + 7)
+        chunks += list(decoder.push(semantic[start:end], acoustic[2 * start: 2 * end], final=end == 90))
     assert len(chunks) > 2
-    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-4)  # no seams
+
+
+def test_stream_starts_before_the_sentence_is_generated(tts, voice, monkeypatch):
+    import tts.pipeline as pipeline
+
+    produced = []
+    real_stream = pipeline.lm_stream
+
+    def counting_stream(*args, **kwargs):
+        for token in real_stream(*args, **kwargs):
+            produced.append(token)
+            yield token
+
+    monkeypatch.setattr(pipeline, "lm_stream", counting_stream)
+    text = "It was the best of times, it was the worst of times, it was the age of wisdom."
+    stream = tts.stream(text, voice, seed=5)
+    first = next(stream)
+    at_first_chunk = len(produced)
+    rest = list(stream)
+    total = len(produced)
+    assert len(first) == tts.config.stream_chunk_tokens * 1280
+    assert at_first_chunk < total  # audio came out while the LM was still generating
+    assert sum(len(c) for c in [first, *rest]) >= total * 1280
+    again = np.concatenate(list(tts.stream(text, voice, seed=5)))
+    np.testing.assert_array_equal(again, np.concatenate([first, *rest]))  # seeded
 
 
 def test_batch_synthesis_gives_one_wav_per_text(tts, voice):

@@ -22,8 +22,10 @@ from codec import SpeechCodec
 from codec.audio import AudioError, load_audio
 from flow import AcousticFlow, FlowRequest, FlowSamplingConfig
 from flow import generate as flow_generate
+from flow.sampling import fill as flow_fill
 from lm import Request, SamplingConfig, SemanticLM
 from lm import generate as lm_generate
+from lm import stream as lm_stream
 from lm.text import TextError, load_text_tokenizer
 
 from .config import TTSConfig
@@ -213,18 +215,51 @@ class TTS:
 
     def stream(self, text: str, voice: VoicePrompt, options: SynthesisOptions | None = None,
                **overrides) -> Iterator[np.ndarray]:
-        """Yield float32 audio chunks as soon as they are decodable (see `StreamingDecoder`)."""
+        """Yield float32 audio chunks as soon as they are decodable: LM tokens stream into windowed second-stage
+        fills, whose frames stream into the chunked decoder (`StreamingDecoder`). Runaway protection here is the
+        LM's length bound and repetition-aware sampling (a streamed chunk cannot be retried once heard)."""
         chunks = self._chunks(text)  # errors surface before the first chunk
         options, seed = self._resolve(options, overrides)
         for i, text_ids in enumerate(chunks):
             if i:
                 yield self._pause()
-            chunk_seed = seed + 7919 * i
-            semantic = self._semantic(text_ids, voice, options, chunk_seed)
-            acoustic = self._acoustic(semantic, voice, options, chunk_seed)
-            decoder = StreamingDecoder(self.codec.model, voice, self.config)
-            for audio in decoder.decode(torch.tensor(semantic), acoustic):
+            for audio in self._stream_chunk(text_ids, voice, options, seed + 7919 * i):
                 yield time_stretch(audio, options.speed, self.sample_rate)
+
+    def _stream_chunk(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions,
+                      seed: int) -> Iterator[np.ndarray]:
+        cfg, k = self.config, self.codec.acoustic_per_semantic
+        window, lookahead, context = cfg.stream_chunk_tokens, cfg.stream_lookahead_tokens, cfg.decode_context_tokens
+        request = Request(text_ids, self._encode_text(voice.text), voice.semantic.tolist())
+        tokens = lm_stream(self.lm, request, options.lm_sampling(), seed=seed)
+        decoder = StreamingDecoder(self.codec.model, voice, cfg)
+        generator = torch.Generator(device=self.flow.device).manual_seed(seed)
+        semantic: list[int] = []
+        acoustic = voice.acoustic.new_zeros(0)
+        done = False
+        while True:
+            committed = len(acoustic) // k
+            while not done and len(semantic) < committed + window + lookahead:
+                token = next(tokens, None)
+                done = token is None
+                semantic += [] if done else [token]
+            if done and not semantic:
+                semantic = [0]  # an immediate <eos>: speak one frame rather than nothing
+            if committed >= len(semantic):
+                return
+            end, ahead = (len(semantic), len(semantic)) if done else (committed + window, committed + window + lookahead)
+            back = max(0, committed - context)
+            # The prompt fills what is left of the second stage's context after this window.
+            room = self.flow.config.max_frames // k - (committed - back) - (ahead - committed)
+            tail = min(len(voice.semantic), max(room, 0))
+            prefix = FlowRequest(torch.tensor(semantic[committed:ahead]),
+                                 torch.cat([voice.acoustic[len(voice.acoustic) - tail * k:], acoustic[back * k:]]),
+                                 torch.cat([voice.semantic[len(voice.semantic) - tail:],
+                                            torch.tensor(semantic[back:committed], dtype=torch.long)]))
+            frames = flow_fill(self.flow, [prefix], options.flow_sampling(), generator)[0]
+            new = frames[len(prefix.prompt_acoustic):][: (end - committed) * k]
+            acoustic = torch.cat([acoustic, new])
+            yield from decoder.push(torch.tensor(semantic[committed:end]), new, final=done and end == len(semantic))
 
 
 def default_model_path() -> Path:

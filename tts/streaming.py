@@ -22,28 +22,44 @@ FADE_SECONDS = 0.01
 
 
 class StreamingDecoder:
+    """Push committed tokens as they come; get back every audio chunk that has enough look-ahead to be final."""
+
     def __init__(self, model: SAC, voice: VoicePrompt, config: TTSConfig):
-        self.model, self.voice, self.config = model, voice, config
+        self.model, self.config = model, config
+        self.k, self.hop = model.config.acoustic_per_semantic, model.config.semantic_hop_samples
+        context = min(config.decode_context_tokens, len(voice.semantic))
+        self.semantic = voice.semantic[len(voice.semantic) - context:]  # [T] prompt tail, then the target
+        self.acoustic = voice.acoustic[len(voice.acoustic) - context * self.k:]  # [k·T]
+        self.emitted = context  # tokens whose audio has been yielded
+        self.fade = int(FADE_SECONDS * model.config.sample_rate)
+        self.ramp = np.linspace(0.0, 1.0, self.fade, dtype=np.float32)
+        self.held: np.ndarray | None = None  # the last chunk's decode of the next chunk's first `fade` samples
+
+    def push(self, semantic: torch.Tensor, acoustic: torch.Tensor, final: bool = False) -> Iterator[np.ndarray]:
+        """Append semantic [n] + acoustic [k·n]; yield float32 chunks (all the rest when `final`)."""
+        cfg = self.config
+        self.semantic, self.acoustic = torch.cat([self.semantic, semantic]), torch.cat([self.acoustic, acoustic])
+        total = len(self.semantic)
+        while self.emitted < total:
+            end = min(total, self.emitted + cfg.stream_chunk_tokens)
+            if not final and (end - self.emitted < cfg.stream_chunk_tokens or end + cfg.stream_lookahead_tokens > total):
+                return  # this chunk could still change with tokens not seen yet
+            yield self._chunk(self.emitted, end, total, last=final and end == total)
+            self.emitted = end
+
+    def _chunk(self, start: int, end: int, total: int, last: bool) -> np.ndarray:
+        low = max(0, start - self.config.decode_context_tokens)
+        high = min(total, end + self.config.stream_lookahead_tokens)
+        wav = self.model.decode(self.semantic[low:high][None], self.acoustic[low * self.k: high * self.k][None])
+        wav = wav[0, 0].float().cpu().numpy()
+        extra = 0 if last else min(self.fade, (high - end) * self.hop)
+        chunk = wav[(start - low) * self.hop: (end - low) * self.hop + extra].copy()
+        if self.held is not None:
+            n = len(self.held)
+            chunk[:n] = self.ramp[:n] * chunk[:n] + (1 - self.ramp[:n]) * self.held
+        self.held, chunk = (chunk[len(chunk) - extra:], chunk[: len(chunk) - extra]) if extra else (None, chunk)
+        return chunk
 
     def decode(self, semantic: torch.Tensor, acoustic: torch.Tensor) -> Iterator[np.ndarray]:
-        """semantic [Ts] + acoustic [k·Ts] of the target -> float32 chunks whose concatenation is its audio."""
-        cfg, k = self.config, self.model.config.acoustic_per_semantic
-        hop = self.model.config.semantic_hop_samples
-        context = min(cfg.decode_context_tokens, len(self.voice.semantic))
-        full_semantic = torch.cat([self.voice.semantic[len(self.voice.semantic) - context:], semantic])
-        full_acoustic = torch.cat([self.voice.acoustic[len(self.voice.acoustic) - context * k:], acoustic])
-        total, fade = len(full_semantic), int(FADE_SECONDS * self.model.config.sample_rate)
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        held: np.ndarray | None = None  # the previous chunk's decode of the next chunk's first `fade` samples
-        for start in range(context, total, cfg.stream_chunk_tokens):
-            end = min(total, start + cfg.stream_chunk_tokens)
-            low, high = max(0, start - cfg.decode_context_tokens), min(total, end + cfg.stream_lookahead_tokens)
-            wav = self.model.decode(full_semantic[low:high][None], full_acoustic[low * k: high * k][None])
-            wav = wav[0, 0].float().cpu().numpy()
-            extra = fade if end < total else 0
-            chunk = wav[(start - low) * hop: (end - low) * hop + extra].copy()
-            if held is not None:
-                chunk[:fade] = ramp * chunk[:fade] + (1 - ramp) * held
-            if extra:
-                held, chunk = chunk[-extra:], chunk[:-extra]
-            yield chunk
+        """All of a target at once: semantic [Ts] + acoustic [k·Ts] -> chunks whose concatenation is its audio."""
+        return self.push(semantic, acoustic, final=True)
