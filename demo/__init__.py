@@ -1,0 +1,1 @@
+"""The sac-tts web demo (see demo/README.md)."""
