@@ -18,13 +18,8 @@ from lm.config import LMConfig
 from lm.generate import Request, SamplingConfig, generate
 from lm.model import SemanticLM
 from lm.text import TextTokenizer
-from recipes.lm_data import (
-    LengthBucketBatchSampler,
-    ManifestError,
-    SemanticLMDataset,
-    padded_tokens,
-    read_manifest,
-)
+from recipes.data import LengthBucketBatchSampler, ManifestError, padded_tokens
+from recipes.lm_data import SemanticLMDataset, read_manifest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "configs" / "lm_tiny.json"

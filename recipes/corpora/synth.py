@@ -1,0 +1,284 @@
+"""A multi-speaker English corpus from the offline engines: seeded, parallel, resumable.
+
+The plan is a pure function of (seed, voices, sentences, index): utterance i reads sentence `order[i mod n]` in the
+voice `block_perm(i // S)[i mod S]`, so every speaker gets the same number of utterances and re-running with the same
+seed rebuilds the same assignment. Generation walks the plan until the training split holds `hours` of audio;
+an utterance whose WAV exists is not synthesised again, and WAVs are written to a temporary name and renamed, so a
+killed run leaves only whole files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from recipes.corpora import engines as eng
+from recipes.corpora.manifest import write_manifest
+from recipes.corpora.texts import BOOKS, Sentence
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Speaker:
+    name: str
+    voice: eng.Voice
+    pitch_cents: int  # 0 = the voice as it is
+
+    @property
+    def augment(self) -> str | None:
+        return f"pitch {self.pitch_cents:+d} cents" if self.pitch_cents else None
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    index: int
+    id: str
+    speaker: Speaker
+    sentence: Sentence
+    split: str  # "train" or "heldout"
+
+    @property
+    def audio(self) -> str:
+        return f"wavs/{self.speaker.name}/{self.id}.wav"
+
+
+def make_speakers(voices: list[eng.Voice], pitch_shifts: list[int]) -> list[Speaker]:
+    """Each natural voice as it is plus one speaker per pitch shift; espeak voices already vary pitch themselves."""
+    speakers = []
+    for voice in voices:
+        speakers.append(Speaker(voice.name, voice, 0))
+        if voice.engine != "espeak":
+            speakers += [Speaker(f"{voice.name}_p{c:+d}", voice, c) for c in pitch_shifts if c]
+    return speakers
+
+
+def pick_heldout(speakers: list[Speaker], n: int, seed: int) -> set[str]:
+    """`n` identities (real voices, whatever engine and shift) whose every speaker is held out of training."""
+    identities = sorted({s.voice.identity for s in speakers if s.voice.engine != "espeak"})
+    if n > len(identities):
+        raise ValueError(f"--holdout-speakers {n}: only {len(identities)} natural identities available")
+    return set(random.Random(seed * 7919 + 17).sample(identities, n))
+
+
+class Plan:
+    def __init__(self, sentences: list[Sentence], speakers: list[Speaker], seed: int, heldout: set[str]):
+        if not sentences or not speakers:
+            raise ValueError("the plan needs at least one sentence and one speaker")
+        self.sentences, self.speakers, self.seed, self.heldout = sentences, speakers, seed, heldout
+        self.order = list(range(len(sentences)))
+        random.Random(seed).shuffle(self.order)
+        self._blocks: dict[int, list[int]] = {}
+
+    def _speaker(self, i: int) -> Speaker:
+        block = i // len(self.speakers)
+        if block not in self._blocks:
+            perm = list(range(len(self.speakers)))
+            random.Random(f"{self.seed}:{block}").shuffle(perm)
+            self._blocks[block] = perm
+        return self.speakers[self._blocks[block][i % len(self.speakers)]]
+
+    def item(self, i: int) -> PlanItem:
+        speaker = self._speaker(i)
+        sentence = self.sentences[self.order[i % len(self.order)]]
+        split = "heldout" if speaker.voice.identity in self.heldout else "train"
+        return PlanItem(i, f"{speaker.name}-{i:06d}", speaker, sentence, split)
+
+    def __iter__(self) -> Iterator[PlanItem]:
+        i = 0
+        while True:
+            yield self.item(i)
+            i += 1
+
+
+# ---- one utterance (runs in a worker) ---------------------------------------------------------------------------
+def _trim(audio: np.ndarray, sr: int, pad_s: float = 0.1) -> np.ndarray:
+    """Leading/trailing silence off (relative threshold), keeping a short pad so onsets are not clipped."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * float(np.abs(audio).max()))
+    if loud.size == 0:
+        return audio
+    pad = int(pad_s * sr)
+    return audio[max(0, loud[0] - pad): loud[-1] + pad]
+
+
+def pitch_shift(audio: np.ndarray, sr: int, cents: int) -> tuple[np.ndarray, str]:
+    """sox's WSOLA pitch shift (tempo kept); without sox, resampling (pitch and tempo move together)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="pitch-") as tmp:
+            src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+            sf.write(src, audio, sr, subtype="FLOAT")
+            subprocess.run(["sox", str(src), str(dst), "pitch", str(cents)], check=True, capture_output=True)
+            out, _ = sf.read(dst, dtype="float32")
+        return out, "sox pitch"
+    except (OSError, subprocess.CalledProcessError):
+        factor = 2 ** (cents / 1200)
+        return soxr.resample(audio, sr, sr / factor).astype(np.float32), "resample"
+
+
+def render(item: PlanItem, out_dir: str) -> tuple[dict, bool]:
+    """Synthesise one plan item into its WAV (atomically): (its manifest row or {"error": ...}, synthesised now?)."""
+    path = Path(out_dir) / item.audio
+    fresh = not path.is_file()
+    try:
+        if fresh:
+            audio, sr = eng.synthesize(item.speaker.voice, item.sentence.text)
+            if audio.ndim > 1:
+                audio = audio.mean(axis=1)
+            if sr != SAMPLE_RATE:
+                audio = soxr.resample(audio, sr, SAMPLE_RATE)
+            if item.speaker.pitch_cents:
+                audio, _ = pitch_shift(audio, SAMPLE_RATE, item.speaker.pitch_cents)
+            audio = _trim(np.asarray(audio, np.float32), SAMPLE_RATE)
+            peak = float(np.abs(audio).max()) if audio.size else 0.0
+            if audio.size < SAMPLE_RATE // 4 or peak < 1e-3:
+                raise RuntimeError(f"engine produced {audio.size / SAMPLE_RATE:.2f} s, peak {peak:.4f}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
+            sf.write(tmp, audio * (0.9 / peak), SAMPLE_RATE, subtype="PCM_16")
+            os.replace(tmp, path)
+        duration = sf.info(str(path)).duration
+    except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop the corpus
+        return {"id": item.id, "speaker": item.speaker.name, "error": f"{type(exc).__name__}: {exc}"[:400]}, fresh
+    return manifest_row(item, duration), fresh
+
+
+def manifest_row(item: PlanItem, duration: float) -> dict:
+    voice = item.speaker.voice
+    book = next((b for b in BOOKS if b.key == item.sentence.source), None)
+    text_license = book.license if book else "see --text-license"
+    return {
+        "id": item.id, "audio": item.audio, "text": item.sentence.text, "speaker": item.speaker.name,
+        "duration": round(duration, 4), "split": item.split, "engine": voice.engine, "voice": voice.name,
+        "identity": voice.identity, "augment": item.speaker.augment, "text_source": item.sentence.source,
+        "license": f"text: {text_license}; voice: {voice.license}", "synthetic": True,
+    }
+
+
+def _probe(voice: eng.Voice) -> tuple[str, str | None]:
+    return voice.name, eng.probe(voice)
+
+
+def _render_star(args: tuple[PlanItem, str]) -> tuple[dict, bool]:
+    return render(*args)
+
+
+# ---- the whole corpus ---------------------------------------------------------------------------------------------
+@dataclass
+class SynthConfig:
+    out: Path
+    hours: float
+    seed: int = 0
+    workers: int = 2
+    engines: list[str] | None = None  # None = every engine that is installed
+    espeak_voices: int = 16
+    pitch_shifts: tuple[int, ...] = (-300, 300)
+    holdout_speakers: int = 0
+    max_utterances: int | None = None  # a hard cap (tests)
+    batch: int = 32  # plan items handed to the pool at a time; the stop check runs between batches
+
+
+def _check_settings(cfg: SynthConfig, voices: list[eng.Voice], sentences: list[Sentence], heldout: set[str]) -> None:
+    """Resuming with other settings would mix two plans in one folder: refuse instead."""
+    settings = {"seed": cfg.seed, "voices": [v.name for v in voices], "pitch_shifts": list(cfg.pitch_shifts),
+                "heldout_identities": sorted(heldout), "n_sentences": len(sentences),
+                "first_sentences": [s.text for s in sentences[:3]]}
+    path = cfg.out / "plan.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            raise SystemExit(f"{cfg.out} was generated with other settings ({', '.join(diff)} differ); "
+                             "use another --out, or the same settings to resume")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
+def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
+    """Generates (or completes) the corpus in cfg.out; returns the report (also written to report.json)."""
+    start = time.time()
+    wanted = cfg.engines or [e for e in eng.ENGINES if eng.engine_available(e)]
+    missing = [e for e in wanted if not eng.engine_available(e)]
+    candidates = eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
+    ctx = get_context("spawn")  # onnxruntime and fork do not mix
+    with ctx.Pool(cfg.workers) as pool:
+        probes = dict(pool.map(_probe, candidates, chunksize=1))
+        voices = [v for v in candidates if probes[v.name] is None]
+        if not voices:
+            raise SystemExit(f"no voice works: {probes}; run recipes/corpora/install_engines.sh")
+        speakers = make_speakers(voices, list(cfg.pitch_shifts))
+        heldout = pick_heldout(speakers, cfg.holdout_speakers, cfg.seed)
+        _check_settings(cfg, voices, sentences, heldout)
+        plan = Plan(sentences, speakers, cfg.seed, heldout)
+        rows, failures, new_s = _run_plan(pool, plan, cfg)
+    return _finish(cfg, rows, failures, voices, speakers, heldout, probes, missing, time.time() - start, new_s)
+
+
+def _run_plan(pool, plan: Plan, cfg: SynthConfig) -> tuple[list[dict], list[dict], float]:
+    rows: list[dict] = []
+    failures: list[dict] = []
+    target = cfg.hours * 3600
+    train_s = new_s = 0.0
+    items = iter(plan)
+    bar = tqdm(total=round(target), unit="s", desc="train audio", dynamic_ncols=True)
+    while train_s < target and (cfg.max_utterances is None or len(rows) + len(failures) < cfg.max_utterances):
+        n = cfg.batch if cfg.max_utterances is None else min(cfg.batch, cfg.max_utterances - len(rows) - len(failures))
+        batch = [next(items) for _ in range(n)]
+        for result, fresh in pool.imap(_render_star, [(it, str(cfg.out)) for it in batch], chunksize=1):
+            if "error" in result:
+                failures.append(result)
+                continue
+            rows.append(result)
+            new_s += result["duration"] if fresh else 0.0
+            if result["split"] == "train":
+                train_s += result["duration"]
+                bar.update(min(result["duration"], max(0.0, target - bar.n)))
+        bar.set_postfix(utts=len(rows), failed=len(failures))
+        _write_manifests(cfg.out, rows)  # after every batch, so a killed run still has a usable manifest
+    bar.close()
+    return rows, failures, new_s
+
+
+def _write_manifests(out: Path, rows: list[dict]) -> None:
+    write_manifest(out / "manifest.jsonl", [r for r in rows if r["split"] == "train"])
+    heldout = [r for r in rows if r["split"] == "heldout"]
+    if heldout or (out / "heldout.jsonl").exists():
+        write_manifest(out / "heldout.jsonl", heldout)
+
+
+def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: list[eng.Voice],
+            speakers: list[Speaker], heldout: set[str], probes: dict, missing: list[str], wall: float,
+            new_s: float) -> dict:
+    hours: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        for key, value in (("engine", r["engine"]), ("speaker", r["speaker"]), ("split", r["split"])):
+            hours[key][value] += r["duration"] / 3600
+    total_h = sum(hours["split"].values())
+    report = {
+        "hours": {k: {n: round(h, 4) for n, h in sorted(v.items())} for k, v in hours.items()},
+        "total_hours": round(total_h, 4), "utterances": len(rows),
+        "speakers": {split: len({r["speaker"] for r in rows if r["split"] == split}) for split in ("train", "heldout")},
+        "heldout_identities": sorted(heldout), "voices": [asdict(v) for v in voices],
+        "speaker_list": [s.name for s in speakers], "unusable_voices": {k: v for k, v in probes.items() if v},
+        "engines_missing": missing, "failures": failures, "failure_counts": dict(Counter(f["speaker"] for f in failures)),
+        "seed": cfg.seed, "workers": cfg.workers, "wall_seconds": round(wall, 1),
+        "synthesised_this_run_hours": round(new_s / 3600, 4),
+        "x_real_time": round(new_s / wall, 2) if wall else None,  # audio made this run / wall time
+        "text_license": {b.key: f"{b.title}: {b.license}" for b in BOOKS},
+        "sample_rate": SAMPLE_RATE, "format": "WAV PCM16 mono, peak-normalised to 0.9, silence-trimmed",
+    }
+    (cfg.out / "report.json").write_text(json.dumps(report, indent=1))
+    return report

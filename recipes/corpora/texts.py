@@ -1,0 +1,227 @@
+"""Public-domain English sentences for the synthetic corpus, from a package registry only.
+
+The Canterbury corpus (a standard compression benchmark) ships inside the source distribution of `brotli` on PyPI
+(`tests/testdata/*.txt`). Four of its files are public-domain English books:
+
+- `alice29.txt`  Lewis Carroll, *Alice's Adventures in Wonderland* (1865), Project Gutenberg "Millennium Fulcrum 2.9"
+- `asyoulik.txt` William Shakespeare, *As You Like It* (c. 1599)
+- `plrabn12.txt` John Milton, *Paradise Lost* (1667), Project Gutenberg release of February 1992
+- `lcet10.txt`   *Workshop on Electronic Texts: Proceedings*, Library of Congress, 1992 (ed. James Daly): a work of the
+  US federal government, public domain in the US under 17 U.S.C. 105
+
+The brotli package itself is MIT-licensed; the text files are the benchmark's copies of the books. The sha256 of each
+file is pinned below so a different upload cannot silently change the sentences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm.normalize import english_normalize
+
+BROTLI_SDIST = "brotli==1.2.1"
+TEXT_LICENSE = "public domain (Canterbury corpus copy shipped in the PyPI sdist brotli==1.2.1, MIT package)"
+
+
+@dataclass(frozen=True)
+class Book:
+    key: str
+    file: str
+    title: str
+    license: str
+    sha256: str
+
+
+BOOKS = (
+    Book("alice", "alice29.txt", "Lewis Carroll, Alice's Adventures in Wonderland (1865)", "public domain",
+         "7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0"),
+    Book("asyoulik", "asyoulik.txt", "William Shakespeare, As You Like It (c. 1599)", "public domain",
+         "eaa3526fe53859f34ecdf255712f9ecf0b2c903451d4755b2edaa2e2599cb0fc"),
+    Book("paradise_lost", "plrabn12.txt", "John Milton, Paradise Lost (1667)", "public domain",
+         "07e2e0b461af78c7c647cb53dab39de560198e16f799b4516eccf0fbd69f764c"),
+    Book("lcet10", "lcet10.txt", "Library of Congress, Workshop on Electronic Texts: Proceedings (1992)",
+         "public domain in the US (US federal government work, 17 U.S.C. 105)",
+         "5314ba1dbb03f471df88bec6cd120a938ef60d0fd3511c5c1dce61bf7463245f"),
+)
+
+DEFAULT_CACHE = Path.home() / ".cache" / "sac-tts" / "texts"
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str  # english_normalize()d: exactly what the engines read
+    source: str  # Book.key
+
+
+def fetch_books(cache: Path = DEFAULT_CACHE) -> dict[str, str]:
+    """Text of every book, extracted once from the brotli sdist (downloaded with pip into `cache`)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = [b for b in BOOKS if not (cache / b.file).is_file()]
+    if missing:
+        _extract_from_sdist(cache)
+    texts = {}
+    for book in BOOKS:
+        data = (cache / book.file).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if book.sha256 and digest != book.sha256:
+            raise RuntimeError(f"{cache / book.file}: sha256 {digest} != pinned {book.sha256}; delete {cache} and retry")
+        texts[book.key] = data.decode("latin-1")
+    return texts
+
+
+def _extract_from_sdist(cache: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", tmp,
+               BROTLI_SDIST]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        sdists = list(Path(tmp).glob("*.tar.gz"))
+        if not sdists:
+            raise RuntimeError(f"could not download the {BROTLI_SDIST} sdist for its texts:\n{done.stderr[-2000:]}")
+        wanted = {b.file for b in BOOKS}
+        with tarfile.open(sdists[0]) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if member.isfile() and "/tests/testdata/" in member.name and name in wanted:
+                    (cache / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+
+
+# ---- turning books into sentences -------------------------------------------------------------------------------
+def _after(text: str, marker: str) -> str:
+    at = text.find(marker)
+    return text[at + len(marker):] if at >= 0 else text
+
+
+def _paragraphs(text: str, clean_line: Callable[[str], str | None]) -> Iterator[list[str]]:
+    """Blank-line separated paragraphs as lists of cleaned lines (None drops a line)."""
+    para: list[str] = []
+    for raw in text.replace("\r", "").split("\n"):
+        line = clean_line(raw) if raw.strip() else None
+        if not raw.strip():
+            if para:
+                yield para
+            para = []
+        elif line:
+            para.append(line)
+    if para:
+        yield para
+
+
+def _join(lines: list[str], verse: bool, lower_words: set[str]) -> str:
+    out = ""
+    for line in lines:
+        line = line.strip()
+        if out.endswith("-") and not out.endswith("--"):  # a word hyphenated across the line break
+            out += line
+            continue
+        if verse and out and not re.search(r"[.!?:;]['\"]?$", out):
+            # Verse capitalises each line; undo it for words that the book also writes in lower case.
+            first = line.split(" ", 1)[0]
+            if first.lower() in lower_words and first != "I":
+                line = first.lower() + line[len(first):]
+        out = f"{out} {line}" if out else line
+    return out
+
+
+def _clean_alice(line: str) -> str | None:
+    if re.fullmatch(r"\s*(CHAPTER [IVXL]+|\*[ *]+|THE END)\s*", line) or line.startswith("                "):
+        return None  # chapter headings, titles (centred) and section stars
+    return line
+
+
+def _clean_play(line: str) -> str | None:
+    if re.match(r"(ACT|SCENE)\b", line) or re.match(r"\s*\[.*\]\s*$", line) or re.match(r"\s*\(.*\)\s*$", line):
+        return None
+    line = re.sub(r"^[^\t]+\t+", "", line)  # the speaker's name, before the tab
+    return re.sub(r"\[[^\]]*\]", " ", line)
+
+
+def _clean_prose(line: str) -> str | None:
+    return None if line.startswith("     ") else line  # centred headings, tables, indented lists
+
+
+_BOOK_RULES: dict[str, tuple[str, Callable[[str], str | None], bool, bool]] = {
+    # key: (marker the body starts after, line cleaner, is verse, capitals are emphasis rather than acronyms)
+    "alice": ("CHAPTER I\n", _clean_alice, False, True),
+    "asyoulik": ("Orchard of Oliver's house.", _clean_play, True, False),
+    "paradise_lost": ("Book I \r\n", _clean_prose, True, False),
+    "lcet10": ("Acknowledgements\n", _clean_prose, False, False),
+}
+
+_SPLIT = re.compile(r"(?<=[.!?])['\"]?\s+(?=['\"]?[A-Z])")
+_NOT_AN_END = re.compile(r"(\b(Mr|Mrs|Dr|St|Mt|vs|etc|Messrs)|\b[A-Z])\.$")  # titles and initials: no full stop
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    pieces: list[str] = []
+    for piece in _SPLIT.split(paragraph):
+        if pieces and _NOT_AN_END.search(pieces[-1]):
+            pieces[-1] += " " + piece
+        else:
+            pieces.append(piece)
+    return pieces
+_SPEAKABLE = re.compile(r"[A-Za-z][A-Za-z' ,.;:!?-]*")
+
+
+def clean_sentence(raw: str, caps_are_emphasis: bool = False) -> str | None:
+    """A normalised sentence that an engine can read, or None."""
+    s = raw.replace("`", "'").replace("--", ", ").replace("_", "")
+    s = re.sub(r"(?<![A-Za-z])'|'(?![A-Za-z])", "", s)  # quote marks, keeping apostrophes inside words
+    if caps_are_emphasis:  # Carroll writes emphasis in capitals ("VERY", "THAT'S")
+        s = re.sub(r"\b[A-Z]+(?:'[A-Z]+)*\b", _lower_emphasis, s)
+    s = re.sub(r"\s+([,.;:!?])", r"\1", " ".join(s.split()))
+    s = re.sub(r"([.!?]),", r"\1", s).strip(" ,;:")  # "--" after a full stop left ".,"
+    norm = english_normalize(s) if s else ""
+    if not norm or not _SPEAKABLE.fullmatch(norm) or re.search(r"\b[A-Z]{2,}\b|[a-z][A-Z]|\b[ap] m\b", norm):
+        return None  # digits left over, symbols, brackets, acronyms an engine would spell out, timetables
+    if not norm[-1] in ".!?":
+        norm += "."
+    return norm if 3 <= len(norm.split()) <= 25 else None
+
+
+def _lower_emphasis(m: re.Match) -> str:
+    word = m.group(0)
+    if len(word.replace("'", "")) < 2:
+        return word
+    word = word.lower()
+    return "I" + word[1:] if word.startswith("i'") else word
+
+
+def book_sentences(key: str, text: str) -> list[str]:
+    marker, clean_line, verse, caps_are_emphasis = _BOOK_RULES[key]
+    body = _after(text.replace("\r\n", "\n") if key != "paradise_lost" else text, marker)
+    lower_words = set(re.findall(r"(?<=[a-z,;] )([a-z]+)", body)) if verse else set()
+    out: list[str] = []
+    for para in _paragraphs(body, clean_line):
+        for raw in split_sentences(_join(para, verse, lower_words)):
+            sentence = clean_sentence(raw, caps_are_emphasis)
+            if sentence:
+                out.append(sentence)
+    return out
+
+
+def load_sentences(cache: Path = DEFAULT_CACHE, text_file: Path | None = None) -> list[Sentence]:
+    """Deduplicated sentences, in book order (the generator shuffles them with its seed).
+
+    `text_file`: use your own text instead (one sentence per line), run through the same filter."""
+    if text_file is not None:
+        raw = [("custom", line) for line in Path(text_file).read_text(encoding="utf-8").splitlines()]
+        candidates = [(src, clean_sentence(line)) for src, line in raw]
+    else:
+        books = fetch_books(cache)
+        candidates = [(b.key, s) for b in BOOKS for s in book_sentences(b.key, books[b.key])]
+    seen: set[str] = set()
+    sentences = []
+    for source, text in candidates:
+        key = re.sub(r"[^a-z]", "", (text or "").lower())
+        if text and key not in seen:
+            seen.add(key)
+            sentences.append(Sentence(text, source))
+    return sentences
