@@ -6,7 +6,10 @@ rounding; the training path is a plain cross-entropy; confidence-ordered unmaski
 steps; and the prompt is just a prefix of known tokens (in-context infilling), which is how the voice is cloned.
 
 Input per acoustic frame t (k frames per 12.5 Hz semantic token, aligned exactly: Ta = k·Ts):
-    embed_acoustic(a_t or [MASK]) + embed_semantic(s_{t // k})  ->  bidirectional transformer (RoPE)  ->  logits
+    embed_acoustic(a_t or [MASK]) + embed_semantic(s_{t // k}) + embed_phase(t mod k)  ->  bidirectional
+    transformer (RoPE)  ->  logits
+The phase embedding tells the k frames of one semantic token apart (RoPE alone is relative, so without it the frames
+of a group look alike and tend to get the same id). Every sequence starts on a group boundary, so phases line up.
 Training masks a random cosine-scheduled fraction of the target frames (never the prompt) and scores them; the
 prompt is dropped for a fraction of examples, which gives the unconditional model classifier-free guidance needs.
 """
@@ -71,6 +74,7 @@ class AcousticFlow(nn.Module):
         self.config = config
         self.acoustic_embed = nn.Embedding(config.acoustic_vocab_size + 1, config.dim)  # + [MASK]
         self.semantic_embed = nn.Embedding(config.semantic_vocab_size, config.dim)
+        self.phase_embed = nn.Embedding(config.acoustic_per_semantic, config.dim)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
         self.norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
         self.head = nn.Linear(config.dim, config.acoustic_vocab_size, bias=False)
@@ -102,7 +106,9 @@ class AcousticFlow(nn.Module):
                 ) -> torch.Tensor:
         """acoustic [B, T] (ids or mask_id), semantic [B, T/k], valid [B, T] bool -> logits [B, T, V_acoustic]."""
         x = self.acoustic_embed(acoustic)
-        x = x + self.semantic_embed(semantic).repeat_interleave(self.config.acoustic_per_semantic, dim=1)
+        k = self.config.acoustic_per_semantic
+        x = x + self.semantic_embed(semantic).repeat_interleave(k, dim=1)
+        x = x + self.phase_embed(torch.arange(x.shape[1], device=x.device) % k)
         key_mask = None if valid is None else valid[:, None, None, :]
         rope = rotary_tables(x.shape[1], self.config.dim // self.config.num_heads, self.config.rope_theta, x.device,
                              x.dtype)
