@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import codec_cli, tts_cli
+from . import codec_cli, server, tts_cli
 from .errors import TTSError
 
 
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sac-tts", description="Zero-shot TTS on SAC codec tokens.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     tts_cli.add_parsers(subparsers)
+    server.add_parser(subparsers)
     codec_cli.add_parser(subparsers)
     from demo.app import add_parser as add_demo_parser  # light: gradio is imported only when the demo runs
 

@@ -32,11 +32,16 @@ class VoiceStore:
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder) if folder is not None else default_voices_dir()
 
-    def _path(self, name: str) -> Path:
+    @staticmethod
+    def check_name(name: str) -> str:
+        """Raise TTSError unless `name` is a valid voice name (before any costly cloning)."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise TTSError(f"voice name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', "
                            "starting with a letter or digit")
-        return self.folder / f"{name}{SUFFIX}"
+        return name
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{self.check_name(name)}{SUFFIX}"
 
     def names(self) -> list[str]:
         if not self.folder.is_dir():
