@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "flow_generate", "model": args.model, "config": config.to_dict(),
         "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "dtype": str(dtype),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__, "results": [],
+        "cpu_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__, "results": [],
     }
     for batch_size in args.batch_sizes:
         report["results"].append(bench(model, batch_size, sampling, args.prompt_seconds, args.target_seconds,

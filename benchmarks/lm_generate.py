@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "lm_generate", "model": args.model, "config": config.to_dict(),
         "parameters_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1), "dtype": str(dtype),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
         "attention": lm.decoder.config._attn_implementation, "greedy": True, "results": [],
     }
     for batch_size in args.batch_sizes:

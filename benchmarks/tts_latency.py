@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     voice = (tts.clone_voice(args.prompt, args.prompt_text) if args.prompt
              else tts.clone_voice(synthetic_prompt(), args.prompt_text, sample_rate=16000))
     report = {"benchmark": "tts_latency", "model": args.model or "default", "device": args.device,
-              "cpu": platform.processor() or "cpu", "cpu_threads": torch.get_num_threads(), "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+              "cpu": platform.processor() or "cpu", "cpu_threads": torch.get_num_threads(),
+              "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
               "stream_chunk_tokens": tts.config.stream_chunk_tokens,
               "stream_lookahead_tokens": tts.config.stream_lookahead_tokens, "results": []}
     for name in args.texts:
