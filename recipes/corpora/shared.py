@@ -88,7 +88,15 @@ def build_shared(shared: str | Path, out: str | Path) -> dict:
     extra = [r for r in sp_all if r.get("split") == "extra"]
     # Some speakers have clips in both splits (the same VCTK speaker at 16 and 48 kHz): drop them from training.
     extra_kept = [r for r in extra if r["speaker"] not in banned]
-    sp = _convert(sp_src, out, extra_kept, "speech extra")
+    # shared/speech repeats some clips (speechocean762 ones, VCTK at 16 and 48 kHz): one copy per (speaker, text).
+    seen = {(r["speaker"], r["text"].upper()) for r in so}
+    extra_unique = []
+    for r in extra_kept:
+        key = (r["speaker"], (r.get("text") or "").strip().upper())
+        if key not in seen:
+            seen.add(key)
+            extra_unique.append(r)
+    sp = _convert(sp_src, out, extra_unique, "speech extra")
 
     manifests = {"speechocean762": so, "speech_extra": sp, "librispeech_prompts": ls,
                  "train_tts": so + sp, "train_codec": so + sp + ls}
@@ -101,6 +109,7 @@ def build_shared(shared: str | Path, out: str | Path) -> dict:
         "eval_speakers": len(banned),
         "speechocean762_clips": len(_load_jsonl(so_src)) - len(so_rows),
         "speech_extra_clips_of_eval_speakers": len(extra) - len(extra_kept),
+        "speech_extra_duplicate_clips": len(extra_kept) - len(extra_unique),
         "speech_extra_speakers_dropped": sorted({r["speaker"] for r in extra} & banned),
     }
     (out / "summary.json").write_text(json.dumps(report, indent=1))

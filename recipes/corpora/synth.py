@@ -69,10 +69,13 @@ def make_speakers(voices: list[eng.Voice], pitch_shifts: list[int]) -> list[Spea
 
 def pick_heldout(speakers: list[Speaker], n: int, seed: int) -> set[str]:
     """`n` identities (real voices, whatever engine and shift) whose every speaker is held out of training."""
-    identities = sorted({s.voice.identity for s in speakers if s.voice.engine != "espeak"})
-    if n > len(identities):
-        raise ValueError(f"--holdout-speakers {n}: only {len(identities)} natural identities available")
-    return set(random.Random(seed * 7919 + 17).sample(identities, n))
+    rng = random.Random(seed * 7919 + 17)
+    natural = sorted({s.voice.identity for s in speakers if s.voice.engine != "espeak"})
+    formant = sorted({s.voice.identity for s in speakers} - set(natural))
+    if n >= len(natural) + len(formant) and n > 0:
+        raise ValueError(f"--holdout-speakers {n}: only {len(natural) + len(formant)} identities, none left to train")
+    picked = rng.sample(natural, min(n, len(natural)))  # natural voices first: they are what evaluation needs
+    return set(picked + rng.sample(formant, n - len(picked)))
 
 
 class Plan:
@@ -237,6 +240,7 @@ def _run_plan(pool, plan: Plan, cfg: SynthConfig) -> tuple[list[dict], list[dict
     while train_s < target and (cfg.max_utterances is None or len(rows) + len(failures) < cfg.max_utterances):
         n = cfg.batch if cfg.max_utterances is None else min(cfg.batch, cfg.max_utterances - len(rows) - len(failures))
         batch = [next(items) for _ in range(n)]
+        failed_before = len(failures)
         for result, fresh in pool.imap(_render_star, [(it, str(cfg.out)) for it in batch], chunksize=1):
             if "error" in result:
                 failures.append(result)
@@ -245,9 +249,12 @@ def _run_plan(pool, plan: Plan, cfg: SynthConfig) -> tuple[list[dict], list[dict
             new_s += result["duration"] if fresh else 0.0
             if result["split"] == "train":
                 train_s += result["duration"]
-                bar.update(min(result["duration"], max(0.0, target - bar.n)))
+                bar.update(min(round(train_s), round(target)) - bar.n)
         bar.set_postfix(utts=len(rows), failed=len(failures))
         _write_manifests(cfg.out, rows)  # after every batch, so a killed run still has a usable manifest
+        if len(failures) - failed_before == n:  # every engine is failing: stop rather than loop forever
+            tqdm.write(f"stopping: the last {n} utterances all failed, e.g. {failures[-1]['error']}")
+            break
     bar.close()
     return rows, failures, new_s
 
@@ -280,5 +287,16 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "text_license": {b.key: f"{b.title}: {b.license}" for b in BOOKS},
         "sample_rate": SAMPLE_RATE, "format": "WAV PCM16 mono, peak-normalised to 0.9, silence-trimmed",
     }
+    report["runs"] = _previous_runs(cfg.out / "report.json") + [
+        {"wall_seconds": report["wall_seconds"], "synthesised_hours": report["synthesised_this_run_hours"],
+         "workers": cfg.workers, "x_real_time": report["x_real_time"]}]
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _previous_runs(path: Path) -> list[dict]:
+    """Earlier runs into the same folder, so a resume does not hide what the first run cost."""
+    try:
+        return list(json.loads(path.read_text()).get("runs", []))
+    except (OSError, ValueError):
+        return []

@@ -23,9 +23,8 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-
-from lm.normalize import english_normalize
 
 BROTLI_SDIST = "brotli==1.2.1"
 TEXT_LICENSE = "public domain (Canterbury corpus copy shipped in the PyPI sdist brotli==1.2.1, MIT package)"
@@ -81,7 +80,7 @@ def _extract_from_sdist(cache: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", tmp,
                BROTLI_SDIST]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         sdists = list(Path(tmp).glob("*.tar.gz"))
         if not sdists:
             raise RuntimeError(f"could not download the {BROTLI_SDIST} sdist for its texts:\n{done.stderr[-2000:]}")
@@ -178,12 +177,20 @@ def clean_sentence(raw: str, caps_are_emphasis: bool = False) -> str | None:
         s = re.sub(r"\b[A-Z]+(?:'[A-Z]+)*\b", _lower_emphasis, s)
     s = re.sub(r"\s+([,.;:!?])", r"\1", " ".join(s.split()))
     s = re.sub(r"([.!?]),", r"\1", s).strip(" ,;:")  # "--" after a full stop left ".,"
-    norm = english_normalize(s) if s else ""
+    norm = _english_normalize()(s) if s else ""
     if not norm or not _SPEAKABLE.fullmatch(norm) or re.search(r"\b[A-Z]{2,}\b|[a-z][A-Z]|\b[ap] m\b", norm):
         return None  # digits left over, symbols, brackets, acronyms an engine would spell out, timetables
     if not norm[-1] in ".!?":
         norm += "."
     return norm if 3 <= len(norm.split()) <= 25 else None
+
+
+@lru_cache(maxsize=1)
+def _english_normalize() -> Callable[[str], str]:
+    # Imported on first use: `lm` pulls in torch, which the synthesis worker processes do not need.
+    from lm.normalize import english_normalize
+
+    return english_normalize
 
 
 def _lower_emphasis(m: re.Match) -> str:

@@ -1,0 +1,222 @@
+"""recipes/corpora: manifest format, builders, the shared-corpora manifests and the synthetic generator (tiny, CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from recipes.corpora import builders
+from recipes.corpora.manifest import ManifestError, read_manifest, validate_manifest, write_manifest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def tone(path: Path, seconds: float = 0.5, sr: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), sr)
+    return path
+
+
+# ---- manifest format ---------------------------------------------------------------------------------------------
+def test_manifest_roundtrip_and_relative_audio(tmp_path):
+    tone(tmp_path / "a.wav")
+    rows = [{"id": "a", "audio": "a.wav", "text": "hi", "speaker": "s", "duration": 0.5, "license": "CC0"}]
+    write_manifest(tmp_path / "m.jsonl", rows)
+    assert read_manifest(tmp_path / "m.jsonl", check_audio=True) == rows  # optional fields kept as is
+
+
+def test_manifest_errors_name_file_and_line(tmp_path):
+    m = tmp_path / "bad.jsonl"
+    good = {"id": "a", "audio": "a.wav", "text": "hi", "speaker": "s", "duration": 1.0}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "id": "b", "duration": -1}),
+             json.dumps({**good, "id": "c", "speaker": ""}), json.dumps(good), json.dumps({"id": "d"})]
+    m.write_text("\n".join(lines) + "\n")
+    problems = validate_manifest(m)
+    assert problems[0].startswith(f"{m}:2: not valid JSON")
+    assert any(p.startswith(f"{m}:3:") and "duration" in p for p in problems)
+    assert any(p.startswith(f"{m}:4:") and "speaker" in p for p in problems)
+    assert any(p.startswith(f"{m}:5:") and "duplicate id 'a' (first on line 1)" in p for p in problems)
+    assert any(p.startswith(f"{m}:6:") and "missing field 'audio'" in p for p in problems)
+    with pytest.raises(ManifestError, match=r"bad\.jsonl:2:"):
+        read_manifest(m)
+    assert validate_manifest(m.with_name("none.jsonl"))[0].endswith("no such manifest")
+
+
+def test_manifest_audio_and_text_checks(tmp_path):
+    m = tmp_path / "m.jsonl"
+    write_manifest(m, [{"id": "a", "audio": "gone.wav", "text": None, "speaker": "s", "duration": 1}])
+    assert "does not exist" in validate_manifest(m, check_audio=True)[0]
+    assert "text is null" in validate_manifest(m, require_text=True)[0]
+    with pytest.raises(ManifestError, match="row 0"):
+        write_manifest(m, [{"id": "a", "audio": "x.wav", "text": 3, "speaker": "s", "duration": 1}])
+
+
+# ---- builders ----------------------------------------------------------------------------------------------------
+def test_build_from_folder(tmp_path):
+    root = tmp_path / "data"
+    tone(root / "alice" / "x.wav", 0.5)
+    (root / "alice" / "x.txt").write_text("Hello  there.\n")
+    tone(root / "bob" / "y.wav", 0.25)
+    (root / "bob" / "y.lab").write_text("General Kenobi.")
+    tone(root / "bob" / "notext.wav")
+    (root / "bob" / "broken.wav").write_bytes(b"RIFF not really")
+    (root / "bob" / "broken.txt").write_text("never read")
+    res = builders.build_from_folder(root, tmp_path / "m.jsonl")
+    rows = {r["id"]: r for r in read_manifest(res.manifest, check_audio=True)}
+    assert rows["alice/x"] == {"id": "alice/x", "audio": "data/alice/x.wav", "text": "Hello there.",
+                               "speaker": "alice", "duration": 0.5}
+    assert rows["bob/y"]["speaker"] == "bob" and rows["bob/y"]["duration"] == 0.25
+    reasons = dict(res.skipped)
+    assert "no transcript" in reasons[str(root / "bob" / "notext.wav")]
+    assert "unreadable" in reasons[str(root / "bob" / "broken.wav")]
+    one = builders.build_from_folder(root, tmp_path / "m2.jsonl", speaker="narrator")
+    assert {r["speaker"] for r in one.rows} == {"narrator"}
+
+
+def test_build_from_csv_tsv_jsonl(tmp_path):
+    tone(tmp_path / "clips" / "a.wav")
+    tone(tmp_path / "clips" / "b.wav", 1.0)
+    (tmp_path / "list.csv").write_text("file,sentence,who,lang\nclips/a.wav,One two.,s1,en\nclips/b.wav,Three.,s2,en\n"
+                                       "clips/missing.wav,Four.,s3,en\n")
+    res = builders.build_from_table(tmp_path / "list.csv", tmp_path / "m.jsonl", audio_col="file",
+                                    text_col="sentence", speaker_col="who")
+    assert [(r["id"], r["text"], r["speaker"], r["duration"], r["lang"]) for r in res.rows] == \
+        [("clips/a", "One two.", "s1", 0.5, "en"), ("clips/b", "Three.", "s2", 1.0, "en")]
+    assert "missing.wav" in res.skipped[0][0] and "unreadable" in res.skipped[0][1]
+    (tmp_path / "list.tsv").write_text("path\ttext\nclips/a.wav\tHello.\n")
+    tsv = builders.build_from_table(tmp_path / "list.tsv", tmp_path / "t.jsonl", audio_col="path",
+                                    speaker_col=None, speaker="solo")
+    assert tsv.rows[0]["speaker"] == "solo" and tsv.rows[0]["text"] == "Hello."
+    (tmp_path / "list.jsonl").write_text(json.dumps({"wav": "clips/b.wav", "text": "Hi.", "uid": "u1"}) + "\n")
+    js = builders.build_from_table(tmp_path / "list.jsonl", tmp_path / "j.jsonl", audio_col="wav", id_col="uid")
+    assert js.rows[0]["id"] == "u1" and js.rows[0]["speaker"] == "clips"
+
+
+def test_build_libritts(tmp_path):
+    root = tmp_path / "LibriTTS" / "train-clean-100"
+    for spk, chap, utt in [("19", "198", "19_198_000000_000000"), ("26", "495", "26_495_000004_000000")]:
+        wav = tone(root / spk / chap / f"{utt}.wav", 0.5, 24000)
+        wav.with_name(f"{utt}.normalized.txt").write_text(f"Normalized {utt}.")
+        wav.with_name(f"{utt}.original.txt").write_text(f"Original {utt}!")
+    tone(root / "27" / "1" / "27_1_0_0.wav")  # no transcript
+    res = builders.build_libritts(root, tmp_path / "m.jsonl", speaker_prefix="libritts_")
+    assert [(r["id"], r["speaker"], r["chapter"], r["text"]) for r in res.rows] == [
+        ("19_198_000000_000000", "libritts_19", "198", "Normalized 19_198_000000_000000."),
+        ("26_495_000004_000000", "libritts_26", "495", "Normalized 26_495_000004_000000.")]
+    assert len(res.skipped) == 1
+    orig = builders.build_libritts(root, tmp_path / "o.jsonl", text_kind="original")
+    assert orig.rows[0]["text"].startswith("Original")
+
+
+def test_build_ljspeech(tmp_path):
+    root = tmp_path / "LJSpeech-1.1"
+    tone(root / "wavs" / "LJ001-0001.wav", 0.5, 22050)
+    tone(root / "wavs" / "LJ001-0002.wav", 0.5, 22050)
+    (root / "metadata.csv").write_text("LJ001-0001|Printing, in 1 sense|Printing, in one sense\n"
+                                       "LJ001-0002|in being comparatively modern.|\nLJ001-0003|no audio|no audio\n")
+    res = builders.build_ljspeech(root, tmp_path / "m.jsonl")
+    assert [(r["id"], r["text"], r["speaker"]) for r in res.rows] == [
+        ("LJ001-0001", "Printing, in one sense", "ljspeech"), ("LJ001-0002", "in being comparatively modern.",
+                                                               "ljspeech")]
+    assert "metadata.csv:3" in res.skipped[0][0]
+    raw = builders.build_ljspeech(root, tmp_path / "r.jsonl", use_normalized=False)
+    assert raw.rows[0]["text"] == "Printing, in 1 sense"
+
+
+def test_cli_build_and_validate(tmp_path, capsys):
+    from recipes.corpora.__main__ import main
+
+    tone(tmp_path / "d" / "s" / "x.wav")
+    (tmp_path / "d" / "s" / "x.txt").write_text("Hi.")
+    assert main(["build", "folder", str(tmp_path / "d"), "--out", str(tmp_path / "m.jsonl")]) == 0
+    assert main(["validate", str(tmp_path / "m.jsonl"), "--check-audio"]) == 0
+    (tmp_path / "bad.jsonl").write_text("{}\n")
+    assert main(["validate", str(tmp_path / "bad.jsonl")]) == 1
+    assert "bad.jsonl:1: missing field 'id'" in capsys.readouterr().out
+
+
+# ---- shared corpora ----------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not (SHARED / "speech" / "manifest.jsonl").is_file(), reason="../shared is not checked out here")
+def test_shared_manifests_exclude_eval_speakers(tmp_path):
+    from recipes.corpora.shared import EvalSpeakerLeak, assert_no_eval_speakers, build_shared, eval_speakers
+
+    report = build_shared(SHARED, tmp_path)
+    banned = eval_speakers(SHARED)
+    for name in ("speechocean762", "speech_extra", "librispeech_prompts", "train_tts", "train_codec"):
+        rows = read_manifest(tmp_path / f"{name}.jsonl")
+        assert not {r["speaker"] for r in rows} & banned, name
+    assert report["excluded"]["speech_extra_speakers_dropped"]  # some speakers have clips in both splits
+    libri = read_manifest(tmp_path / "librispeech_prompts.jsonl")
+    assert all(r["text"] is None and r["codec_only"] for r in libri)
+    assert all(r["text"] for r in read_manifest(tmp_path / "train_tts.jsonl", require_text=True))
+    assert validate_manifest(tmp_path / "speech_extra.jsonl", check_audio=True) == []
+    with pytest.raises(EvalSpeakerLeak):
+        assert_no_eval_speakers([{"speaker": min(banned)}], banned, "x")
+
+
+# ---- synthetic corpus --------------------------------------------------------------------------------------------
+SENTENCES = ["The cat sat on the mat today.", "A quick brown fox jumps over the dog.", "She sells sea shells.",
+             "Rain fell on the quiet town.", "We walked home after the long game.", "It is 5 past 3 now.",
+             "Too short.", "Bright stars shone over the silent hills."]
+
+
+def test_sentence_filter():
+    from recipes.corpora.texts import clean_sentence
+
+    assert clean_sentence("It is 5 past 3 now.") == "It is five past three now."
+    assert clean_sentence("Too short.") is None
+    assert clean_sentence("the LC and OCLC met in 1992.") is None  # acronyms would be spelt out
+    assert clean_sentence("`Oh dear! I shall be VERY late!'", caps_are_emphasis=True) == \
+        "Oh dear! I shall be very late!"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_synth_espeak_plan_resume_heldout(tmp_path):
+    from recipes.corpora import synth
+    from recipes.corpora.engines import all_voices
+    from recipes.corpora.texts import Sentence, clean_sentence
+
+    sentences = [Sentence(t, "custom") for t in map(clean_sentence, SENTENCES) if t]
+    speakers = synth.make_speakers(all_voices(["espeak"], 4, seed=0), [300])
+    assert len(speakers) == 4  # espeak voices are not pitch-shifted: they already vary pitch
+    plan = [synth.Plan(sentences, speakers, 0, set()).item(i) for i in range(12)]
+    assert plan == [synth.Plan(sentences, speakers, 0, set()).item(i) for i in range(12)]
+    assert plan != [synth.Plan(sentences, speakers, 1, set()).item(i) for i in range(12)]
+    assert {p.speaker.name for p in plan[:4]} == {s.name for s in speakers}  # balanced speakers
+
+    cfg = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=4,
+                            pitch_shifts=(), holdout_speakers=1, max_utterances=5, batch=5)
+    first = synth.generate(cfg, sentences)
+    train = read_manifest(cfg.out / "manifest.jsonl", check_audio=True, require_text=True)
+    held = read_manifest(cfg.out / "heldout.jsonl", check_audio=True)
+    assert len(train) + len(held) == 5 and not first["failures"]
+    assert held and not {r["speaker"] for r in train} & {r["speaker"] for r in held}
+    assert {r["identity"] for r in held} == set(first["heldout_identities"])
+    info = sf.info(str(cfg.out / train[0]["audio"]))
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert not list(cfg.out.rglob("*.tmp.wav"))
+
+    mtimes = {p: p.stat().st_mtime_ns for p in cfg.out.rglob("*.wav")}
+    again = synth.generate(cfg, sentences)  # resume: everything is there already
+    assert again["synthesised_this_run_hours"] == 0
+    assert {p: p.stat().st_mtime_ns for p in cfg.out.rglob("*.wav")} == mtimes
+    assert read_manifest(cfg.out / "manifest.jsonl") == train
+    with pytest.raises(SystemExit, match="other settings"):
+        synth.generate(synth.SynthConfig(**{**cfg.__dict__, "seed": 1}), sentences)
+
+
+@pytest.mark.skipif(not (Path.home() / ".cache/sac-tts/texts/alice29.txt").is_file(),
+                    reason="the public-domain books are not cached (python -m recipes.corpora synth fetches them)")
+def test_book_sentences_from_cached_alice():
+    from recipes.corpora.texts import DEFAULT_CACHE, book_sentences, fetch_books
+
+    sentences = book_sentences("alice", fetch_books(DEFAULT_CACHE)["alice"])
+    assert len(sentences) > 700
+    assert all(3 <= len(s.split()) <= 25 and "`" not in s and "CHAPTER" not in s for s in sentences)
+    assert "There was certainly too much of it in the air." in sentences
