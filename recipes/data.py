@@ -16,6 +16,8 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from recipes.shards import TokenShardReader, check_codec, is_shard_source, read_meta, shard_folder
+
 # Independent random streams under one seed; the numbers are part of what makes a run reproducible: keep them.
 PLAN_STREAM, BATCH_STREAM, EVAL_SPLIT_STREAM = 1, 2, 3
 
@@ -36,6 +38,7 @@ class ManifestDataConfig:
     eval_fraction: float = 0.0  # held out of the train manifest when eval_manifest is null; 0 = no eval
     max_tokens: int = 16384  # per micro-batch per process, padding counted
     num_workers: int = 2
+    codec: str | None = None  # a codec folder (or its config_sha256): token folders of any other codec are refused
 
     def __post_init__(self) -> None:
         if not self.train_manifest:
@@ -121,6 +124,35 @@ def token_file(row: dict, field: str, root: Path) -> np.ndarray:
     return tokens
 
 
+def read_token_folder(source: str | Path, parse: Callable[[dict, np.ndarray, np.ndarray], T], *, k: int | None = None,
+                      semantic_vocab_size: int | None = None, acoustic_vocab_size: int | None = None,
+                      acoustic: bool = True) -> list[T]:
+    """Every utterance of a token folder (recipes/shards.py) through `parse(index row, semantic, acoustic)`, which
+    raises ManifestError without a location (acoustic=False: the acoustic arrays are not read, and empty). The codec
+    in its meta.json must have `k` acoustic tokens per semantic token and vocabularies that fit the model's."""
+    reader = TokenShardReader(source)
+    codec = reader.meta["codec"]
+    problems = []
+    if k is not None and codec["acoustic_per_semantic"] != k:
+        problems.append(f"k={codec['acoustic_per_semantic']} acoustic tokens per semantic token, the model takes {k}")
+    problems += [f"{codec[name]} {name.split('_')[0]} ids, more than the model's {size}"
+                 for name, size in (("semantic_vocab_size", semantic_vocab_size),
+                                    ("acoustic_vocab_size", acoustic_vocab_size))
+                 if size is not None and codec[name] > size]
+    if problems:
+        raise ManifestError(f"{reader.folder}: its codec ({codec['path']}, layout {codec['layout']}) has "
+                            f"{'; '.join(problems)}: tokens of another codec")
+    items: list[T] = []
+    for line_no, (row, semantic, acoustic_ids) in enumerate(reader.items(acoustic), start=1):
+        try:
+            items.append(parse(row, semantic, acoustic_ids))
+        except ManifestError as error:
+            raise ManifestError(f"{reader.index_path}:{line_no}: {error}") from None
+    if not items:
+        raise ManifestError(f"{reader.index_path}: no utterances")
+    return items
+
+
 def split_interleaved(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The codec's token file `s0, a0..a(k-1), s1, ...` [Ts·(1+k)] -> (semantic [Ts], acoustic [k·Ts])."""
     if len(tokens) % (k + 1):
@@ -141,12 +173,21 @@ def check_ids(name: str, tokens: np.ndarray, vocab_size: int | None, hint: str =
 
 def train_and_eval(data: ManifestDataConfig, read: Callable[[str], list[T]], seed: int) -> tuple[list[T], list[T]]:
     """(train, eval) utterances: the eval manifest, or a seeded `eval_fraction` of the train manifest, or none."""
+    if data.codec:
+        check_token_codec([data.train_manifest, data.eval_manifest], data.codec)
     train = read(data.train_manifest)
     if data.eval_manifest:
         return train, read(data.eval_manifest)
     if data.eval_fraction > 0:
         return split_eval(train, data.eval_fraction, seed)
     return train, []
+
+
+def check_token_codec(sources: Sequence[str | None], codec: str) -> None:
+    """Raise unless every token folder among `sources` was made by `codec` (JSONL manifests say nothing of it)."""
+    for source in filter(None, sources):
+        if is_shard_source(source):
+            check_codec(read_meta(shard_folder(source)), codec, str(source))
 
 
 def split_eval(utterances: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:

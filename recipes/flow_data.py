@@ -8,6 +8,8 @@ Manifest: JSONL, one utterance per line, with its codec tokens either as two lis
 `acoustic` holds k ids per semantic id (k = the model's `acoustic_per_semantic`: 2 for the 37.5 Hz codec, 4 for
 62.5 Hz); `tokens_path` is a 1-D integer `.npy` relative to the manifest's folder in the codec's interleaved order
 `s0, a0..a(k-1), s1, ...` (what `sac-tts codec encode` writes). `speaker` is optional; other fields are ignored.
+Instead of a JSONL manifest, a token folder of recipes/tokenize_corpus.py (or its index.jsonl) may be given; its
+meta.json must show the model's k.
 
 An example is one sequence of acoustic frames [prompt | target] with its semantic tokens (k frames each); the model
 sees the prompt and learns to fill in masked target frames. Examples are addressed by keys drawn per epoch by
@@ -28,6 +30,7 @@ from torch.utils.data import Dataset
 
 from flow.config import FlowConfig
 from recipes import data as common
+from recipes.shards import is_shard_source
 
 # (utterance, prompt, split): prompt = another utterance of the speaker, the utterance itself (its first `split`
 # semantic tokens prompt the rest) or -1 for none; split = 0 unless prompt is the utterance itself
@@ -62,8 +65,19 @@ class Utterance:
 
 # ---- manifests ---------------------------------------------------------------------------------------------------
 def read_manifest(path: str | Path, config: FlowConfig) -> list[Utterance]:
-    """Every utterance of a JSONL manifest, token files loaded and checked against the model's vocabularies and k."""
+    """Every utterance of a JSONL manifest or a token folder (recipes/shards.py: the folder or its index.jsonl),
+    token files loaded and checked against the model's vocabularies and k."""
+    if is_shard_source(path):
+        return common.read_token_folder(path, partial(_from_shards, config=config), k=config.acoustic_per_semantic,
+                                        semantic_vocab_size=config.semantic_vocab_size,
+                                        acoustic_vocab_size=config.acoustic_vocab_size)
     return common.read_jsonl_manifest(path, partial(_parse_row, config=config))
+
+
+def _from_shards(row: dict, semantic: np.ndarray, acoustic: np.ndarray, config: FlowConfig) -> Utterance:
+    common.check_ids("semantic", semantic, config.semantic_vocab_size)
+    common.check_ids("acoustic", acoustic, config.acoustic_vocab_size)
+    return Utterance(row["id"], common.speaker_of(row), semantic.astype(np.int32), acoustic.astype(np.int32))
 
 
 def _parse_row(row: dict, root: Path, config: FlowConfig) -> Utterance:

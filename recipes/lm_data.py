@@ -9,6 +9,8 @@ Manifest: JSONL, one utterance per line:
 `semantic` is a list of 12.5 Hz semantic ids; `semantic_path` a 1-D integer `.npy` of them, relative to the
 manifest's folder. With `interleaved_k` (2 or 4) the `.npy` is a codec token file `s0, a0..a(k-1), s1, ...`
 (what `sac-tts codec encode` writes) and the semantic ids are every (k+1)-th value. Other fields are ignored.
+Instead of a JSONL manifest, a token folder of recipes/tokenize_corpus.py (or its index.jsonl) may be given: its
+utterances need a `text`.
 
 Examples are addressed by keys (utterance index, prompt utterance index or -1) drawn per epoch by `plan_epoch`, so an
 item is a pure function of its key: no shared state between the sampler, the dataset and DataLoader workers, and
@@ -38,11 +40,13 @@ from recipes.data import (
     id_list,
     other_utterance,
     read_jsonl_manifest,
+    read_token_folder,
     require_text,
     speaker_of,
     split_interleaved,
     token_file,
 )
+from recipes.shards import is_shard_source
 
 Key = tuple[int, int]  # (utterance index, prompt utterance index or -1 for no prompt)
 Example = tuple[list[int], list[int]]  # (input_ids, labels), model vocabulary, labels IGNORE_INDEX off target
@@ -66,8 +70,18 @@ class Utterance:
 
 # ---- manifests ---------------------------------------------------------------------------------------------------
 def read_manifest(path: str | Path, semantic_vocab_size: int | None = None) -> list[Utterance]:
-    """Every utterance of a JSONL manifest, token files loaded (int32 keeps a large corpus in memory cheaply)."""
+    """Every utterance of a JSONL manifest or a token folder (recipes/shards.py: the folder or its index.jsonl),
+    token files loaded (int32 keeps a large corpus in memory cheaply)."""
+    if is_shard_source(path):
+        return read_token_folder(path, partial(_from_shards, semantic_vocab_size=semantic_vocab_size),
+                                 semantic_vocab_size=semantic_vocab_size, acoustic=False)
     return read_jsonl_manifest(path, partial(_parse_row, semantic_vocab_size=semantic_vocab_size))
+
+
+def _from_shards(row: dict, semantic: np.ndarray, acoustic: np.ndarray, semantic_vocab_size: int | None) -> Utterance:
+    del acoustic  # the LM reads only the semantic stream (not even loaded)
+    check_ids("semantic", semantic, semantic_vocab_size)
+    return Utterance(row["id"], require_text(row, "text"), speaker_of(row), semantic.astype(np.int32))
 
 
 def _parse_row(row: dict, root: Path, semantic_vocab_size: int | None) -> Utterance:
