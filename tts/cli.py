@@ -14,6 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     tts_cli.add_parsers(subparsers)
     server.add_parser(subparsers)
+    from .evaluation.cli import add_parser as add_eval_parser
+
+    add_eval_parser(subparsers)
     codec_cli.add_parser(subparsers)
     from demo.app import add_parser as add_demo_parser  # light: gradio is imported only when the demo runs
 

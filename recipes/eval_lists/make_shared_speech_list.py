@@ -2,9 +2,10 @@
 
     # the committed list, from the team's real-speech set (../shared/speech, split == "eval")
     python recipes/eval_lists/make_shared_speech_list.py shared --shared ../shared --out recipes/eval_lists
-    # held-out voices of any manifest JSONL (id, audio, text, speaker[, duration_s]), with ground truth
-    python recipes/eval_lists/make_shared_speech_list.py heldout --manifest corpus/manifest.jsonl \
-        --speakers spk1,spk2 (or @speakers.txt) --out recipes/eval_lists --name synthetic_heldout.lst
+    # held-out voices of any manifest JSONL (id, audio, text, speaker[, duration]), with ground truth; by default
+    # every speaker of the manifest (the synthetic corpus writes its held-out voices to heldout.jsonl)
+    python recipes/eval_lists/make_shared_speech_list.py heldout --manifest corpus/heldout.jsonl \
+        --out recipes/eval_lists --name synthetic_heldout.lst [--speakers spk1,spk2 | @speakers.txt] [--split S]
 
 Paths are written relative to the list's folder, so a list stays valid next to the data it points at.
 """
@@ -36,21 +37,29 @@ The sixth field names the speaker (for the different-speaker baseline).
 
 
 def read_manifest(path: Path) -> list[dict]:
-    rows = []
+    """Rows with id, audio, text, speaker (and `duration`/`duration_s` if known); rows without text are dropped
+    (they can be neither prompt nor target)."""
+    rows, untranscribed = [], 0
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            for key in ("id", "audio", "text", "speaker"):
+            for key in ("id", "audio", "speaker"):
                 if not isinstance(row.get(key), str) or not row[key].strip():
                     raise ValueError(f"missing or empty {key!r}")
         except ValueError as exc:
             raise SystemExit(f"error: {path}:{line_no}: {exc}")
+        if not isinstance(row.get("text"), str) or not row["text"].strip():
+            untranscribed += 1
+            continue
         audio = Path(row["audio"])
         row["audio_path"] = audio if audio.is_absolute() else path.parent / audio
         row["text"] = " ".join(row["text"].replace("|", " ").split())  # '|' separates the list's fields
+        row["seconds"] = row.get("duration_s", row.get("duration"))
         rows.append(row)
+    if untranscribed:
+        print(f"note: {path}: {untranscribed} rows without text left out", file=sys.stderr)
     return rows
 
 
@@ -101,7 +110,7 @@ def heldout_items(rows: list[dict], speakers: list[str], targets_per_speaker: in
     items: list[EvalItem] = []
     for spk in speakers:
         own = sorted((r for r in rows if r["speaker"] == spk), key=lambda r: r["id"])
-        fitting = [r for r in own if "duration_s" not in r or min_prompt_s <= float(r["duration_s"]) <= max_prompt_s]
+        fitting = [r for r in own if r["seconds"] is None or min_prompt_s <= float(r["seconds"]) <= max_prompt_s]
         targets = _distinct_targets(fitting[0], own, targets_per_speaker) if fitting else []
         if not targets:
             print(f"warning: speaker {spk!r}: {len(own)} clips, no prompt of {min_prompt_s:g}-{max_prompt_s:g} s "
@@ -128,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     shared.add_argument("--gt-per-speaker", type=int, default=3)
     held = sub.add_parser("heldout", help="prompt/target pairs of held-out speakers of any manifest")
     held.add_argument("--manifest", type=Path, required=True, help="JSONL with id, audio, text, speaker")
-    held.add_argument("--speakers", required=True, help="comma-separated speakers, or @file with one a line")
+    held.add_argument("--speakers", help="comma-separated speakers, or @file with one a line (default: every "
+                      "speaker of the manifest, e.g. the synthetic corpus's heldout.jsonl)")
+    held.add_argument("--split", help="only rows whose `split` field is this (e.g. heldout)")
     held.add_argument("--out", type=Path, required=True)
     held.add_argument("--name", default="heldout.lst")
     held.add_argument("--targets-per-speaker", type=int, default=3)
@@ -138,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shared":
         items, header = shared_speech_items(args.shared.resolve(), args.gt_per_speaker)
     else:
-        speakers = _speakers(args.speakers)
-        items = heldout_items(read_manifest(args.manifest), speakers, args.targets_per_speaker, args.min_prompt_s,
+        rows = [r for r in read_manifest(args.manifest) if args.split is None or r.get("split") == args.split]
+        speakers = _speakers(args.speakers) if args.speakers else sorted({r["speaker"] for r in rows})
+        items = heldout_items(rows, speakers, args.targets_per_speaker, args.min_prompt_s,
                               args.max_prompt_s)
         header = (f"Held-out speakers of {args.manifest.name}: prompt and targets from the same speaker, different "
                   f"sentences, with ground truth. Generated by make_shared_speech_list.py heldout; "

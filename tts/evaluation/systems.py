@@ -1,0 +1,136 @@
+"""What is being evaluated: our TTS cloning each prompt, the codec reconstructing the ground truth, or the ground
+truth itself. Each system turns one list item into 16 kHz audio and the compute seconds it took."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .lists import EvalItem
+
+SAMPLE_RATE = 16000
+SYSTEMS = ("tts", "codec", "ground-truth")
+
+
+class SkipItem(Exception):
+    """The item cannot be scored by this system (e.g. no ground truth to reconstruct); not a failure."""
+
+
+@dataclass
+class Output:
+    wav: np.ndarray  # float32, 16 kHz
+    compute_s: float | None  # None: nothing was computed (ground truth)
+    extra: dict | None = None
+
+
+def load_wav(path: Path) -> np.ndarray:
+    """An audio file as 16 kHz float32 mono (first channel, as the codec reads it; soxr VHQ resampling).
+
+    Not `codec.audio.load_audio`: importing `codec` pulls transformers (~6 s), too slow for scoring ground truth.
+    """
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read as audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: audio is empty")
+    return _to_16k(data[:, 0], int(rate))
+
+
+def _to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return np.asarray(wav, np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(wav, np.float64), rate, SAMPLE_RATE, quality="VHQ").astype(np.float32)
+
+
+class GroundTruthSystem:
+    name = "ground-truth"
+
+    def describe(self) -> dict:
+        return {"system": self.name}
+
+    def generate(self, item: EvalItem) -> Output:
+        if item.ground_truth_wav is None:
+            raise SkipItem("no ground-truth wav in the list")
+        return Output(load_wav(item.ground_truth_wav), None)
+
+
+class CodecSystem:
+    """Encode + decode the ground truth: the ceiling the TTS can reach through the codec's tokens."""
+
+    name = "codec"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from codec import SpeechCodec
+
+        self.path = str(path)
+        self.codec = SpeechCodec.from_pretrained(path, device=device)
+        if self.codec.tokenizer is None:
+            raise FileNotFoundError(f"{path}: the codec folder has no semantic_tokenizer/, so it cannot encode")
+
+    def describe(self) -> dict:
+        return {"system": self.name, "codec": self.path, "codec_sample_rate": self.codec.sample_rate}
+
+    def generate(self, item: EvalItem) -> Output:
+        if item.ground_truth_wav is None:
+            raise SkipItem("no ground-truth wav in the list")
+        wav = load_wav(item.ground_truth_wav)
+        start = time.perf_counter()
+        out = self.codec.reconstruct([wav], SAMPLE_RATE)[0].numpy()
+        seconds = time.perf_counter() - start
+        return Output(_to_16k(out, self.codec.sample_rate), seconds)
+
+
+def item_seed(seed: int, utt: str) -> int:
+    # From the id, not the position, so that --limit or a reordered list leaves each utterance's audio unchanged.
+    return (seed * 1_000_003 + zlib.crc32(utt.encode())) % 2**31
+
+
+class TTSSystem:
+    """Zero-shot cloning: the prompt (audio + transcript) becomes a voice, then the target text is synthesized."""
+
+    name = "tts"
+
+    def __init__(self, model: str | Path | None = None, seed: int = 0, device: str = "cpu"):
+        from tts.pipeline import TTS, default_model_path
+
+        self.path = str(model if model is not None else default_model_path())
+        self.tts = TTS.from_pretrained(self.path, device=device)
+        self.seed = seed
+        self._voices: dict[tuple[str, str], object] = {}
+
+    def describe(self) -> dict:
+        return {"system": self.name, "model": self.path, "seed": self.seed, "model_sample_rate": self.tts.sample_rate}
+
+    def generate(self, item: EvalItem) -> Output:
+        key = (str(item.prompt_wav), item.prompt_text)
+        clone_s = 0.0
+        if key not in self._voices:  # one prompt serves many targets; clone it once
+            start = time.perf_counter()
+            self._voices[key] = self.tts.clone_voice(item.prompt_wav, item.prompt_text)
+            clone_s = time.perf_counter() - start
+        start = time.perf_counter()
+        wav = self.tts.synthesize(item.target_text, self._voices[key], seed=item_seed(self.seed, item.utt))
+        seconds = time.perf_counter() - start
+        return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
+
+
+def make_system(name: str, model: str | Path | None = None, codec: str | Path | None = None, seed: int = 0,
+                device: str = "cpu"):
+    if name == "tts":
+        return TTSSystem(model, seed=seed, device=device)
+    if name == "codec":
+        if codec is None:
+            raise ValueError("--system codec needs --codec PATH (a codec folder with semantic_tokenizer/)")
+        return CodecSystem(codec, device=device)
+    if name == "ground-truth":
+        return GroundTruthSystem()
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
