@@ -43,9 +43,11 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         lines = [f"checkpoint {source} does not match the model:"]
         for title, keys in (("missing", missing), ("unexpected", unexpected)):
             if keys:
-                lines.append(f"  {len(keys)} {title} keys: " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
+                more = " ..." if len(keys) > 20 else ""
+                lines.append(f"  {len(keys)} {title} keys: " + ", ".join(keys[:20]) + more)
         for k in wrong_shape[:20]:
-            lines.append(f"  shape mismatch {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
+            lines.append(f"  shape mismatch {k}: checkpoint {tuple(state[k].shape)} "
+                         f"vs model {tuple(expected[k].shape)}")
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state, strict=True)
 

@@ -98,7 +98,8 @@ class AcousticFlow(nn.Module):
         if acoustic.shape[1] != cfg.acoustic_per_semantic * semantic.shape[1]:
             raise ValueError(f"acoustic frames must be exactly {cfg.acoustic_per_semantic} x semantic tokens: got "
                              f"{acoustic.shape[1]} acoustic for {semantic.shape[1]} semantic")
-        for name, ids, top in (("acoustic", acoustic, cfg.mask_id), ("semantic", semantic, cfg.semantic_vocab_size - 1)):
+        streams = (("acoustic", acoustic, cfg.mask_id), ("semantic", semantic, cfg.semantic_vocab_size - 1))
+        for name, ids, top in streams:
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > top):
                 raise ValueError(f"{name} ids must lie in [0, {top}], got [{int(ids.min())}, {int(ids.max())}]")
 

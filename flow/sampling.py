@@ -63,7 +63,8 @@ def _guided_logits(model: AcousticFlow, acoustic: torch.Tensor, semantic: torch.
                              model.config.mask_id, device)
     target_semantic = _stack([semantic[i, p // k: (p + n) // k] for i, (p, n) in enumerate(zip(prompts, lengths))],
                              0, device)
-    target_valid = torch.arange(target_acoustic.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+    target_lengths = torch.tensor(lengths, device=device)[:, None]
+    target_valid = torch.arange(target_acoustic.shape[1], device=device)[None] < target_lengths
     unconditional = model(target_acoustic, target_semantic, target_valid)  # the same frames without the prompt
     guided = logits.clone()
     for i, (p, n) in enumerate(zip(prompts, lengths)):
@@ -131,7 +132,8 @@ def fill(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSam
 def check_request(model: AcousticFlow, request: FlowRequest) -> None:
     k = model.config.acoustic_per_semantic
     if request.semantic.dim() != 1 or len(request.semantic) == 0:
-        raise ValueError(f"target semantic ids must be a non-empty 1-D tensor, got shape {tuple(request.semantic.shape)}")
+        raise ValueError("target semantic ids must be a non-empty 1-D tensor, got shape "
+                         f"{tuple(request.semantic.shape)}")
     if request.prompt_acoustic.dim() != 1 or request.prompt_semantic.dim() != 1:
         raise ValueError("prompt acoustic and semantic ids must be 1-D tensors")
     if len(request.prompt_acoustic) != k * len(request.prompt_semantic):
@@ -184,7 +186,8 @@ def generate(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: Flo
     generator = torch.Generator(device=model.device)
     generator.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
     k = model.config.acoustic_per_semantic
-    fits = [i for i, r in enumerate(requests) if k * (len(r.semantic) + len(r.prompt_semantic)) <= model.config.max_frames]
+    fits = [i for i, r in enumerate(requests)
+            if k * (len(r.semantic) + len(r.prompt_semantic)) <= model.config.max_frames]
     out: list[torch.Tensor | None] = [None] * len(requests)
     if fits:
         for i, ids in zip(fits, fill(model, [requests[i] for i in fits], sampling, generator)):

@@ -32,7 +32,8 @@ def build_tiny_tts(folder: Path, seed: int = 0) -> Path:
     for p in tokenizer.parameters():
         torch.nn.init.normal_(p, std=0.2)
     codec = SAC(SACConfig(
-        semantic_vocab_size=SEMANTIC_VOCAB, semantic_dim=32, semantic_adapter=ConvNeXtStackConfig(32, 16, 32, 2, 24, [1, 2]),
+        semantic_vocab_size=SEMANTIC_VOCAB, semantic_dim=32,
+        semantic_adapter=ConvNeXtStackConfig(32, 16, 32, 2, 24, [1, 2]),
         acoustic_encoder_dim=4, acoustic_latent_dim=24, codebook_size=ACOUSTIC_VOCAB,
         prenet=ConvNeXtStackConfig(48, 16, 32, 2, 24, [1, 2]), decoder_channels=32, semantic_decoder=None,
         speaker_predictor=None))

@@ -44,7 +44,8 @@ def collect_inputs(source: Path, extensions: set[str]) -> list[Item]:
             try:
                 row = json.loads(line)
                 path = Path(row["wav_path"])
-                items.append(Item(str(row.get("index", path.stem)), path if path.is_absolute() else source.parent / path))
+                path = path if path.is_absolute() else source.parent / path
+                items.append(Item(str(row.get("index", path.stem)), path))
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise SystemExit(f"error: {source}:{line_no}: expected a JSON object with 'index' and 'wav_path' "
                                  f"({exc})")

@@ -247,7 +247,10 @@ class TTS:
                 semantic = [0]  # an immediate <eos>: speak one frame rather than nothing
             if committed >= len(semantic):
                 return
-            end, ahead = (len(semantic), len(semantic)) if done else (committed + window, committed + window + lookahead)
+            if done:
+                end = ahead = len(semantic)
+            else:
+                end, ahead = committed + window, committed + window + lookahead
             back = max(0, committed - context)
             # The prompt fills what is left of the second stage's context after this window.
             room = self.flow.config.max_frames // k - (committed - back) - (ahead - committed)

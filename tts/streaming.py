@@ -42,7 +42,8 @@ class StreamingDecoder:
         total = len(self.semantic)
         while self.emitted < total:
             end = min(total, self.emitted + cfg.stream_chunk_tokens)
-            if not final and (end - self.emitted < cfg.stream_chunk_tokens or end + cfg.stream_lookahead_tokens > total):
+            partial = end - self.emitted < cfg.stream_chunk_tokens
+            if not final and (partial or end + cfg.stream_lookahead_tokens > total):
                 return  # this chunk could still change with tokens not seen yet
             yield self._chunk(self.emitted, end, total, last=final and end == total)
             self.emitted = end
