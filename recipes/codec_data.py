@@ -1,0 +1,89 @@
+"""Codec training data: audio + semantic ids, cropped as the SAC release does (research/sac.md §4).
+
+The ids come from a token folder (recipes/tokenize_corpus.py); its index rows keep the manifest's `audio` path,
+relative to the manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says otherwise. Each example
+is a random window of `segment_tokens` semantic tokens (30 = 2.4 s) and the 1280·30 samples under it, the audio
+volume-normalised and 40 Hz high-passed (`codec.audio.preprocess`); short items are zero-padded (ids with 0).
+
+Crops are drawn from (seed, step, slot): a resumed run sees the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from codec.audio import load_audio, preprocess
+from recipes.shards import TokenShardReader
+
+HOP = 1280  # samples per semantic token at 16 kHz
+
+
+@dataclass
+class DataConfig:
+    tokens: str = ""  # a token folder (or its index.jsonl)
+    audio_root: str | None = None  # where index rows' relative `audio` paths start; default: the manifest's folder
+    segment_tokens: int = 30  # int(16000 · 2.4 // 1280)
+    batch_size: int = 24
+    num_workers: int = 2
+    highpass_cutoff_hz: float = 40.0
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            raise ValueError("data.tokens must name a token folder (recipes/tokenize_corpus.py writes one)")
+        if self.segment_tokens < 1 or self.batch_size < 1:
+            raise ValueError("data.segment_tokens and data.batch_size must be at least 1")
+
+
+class CodecCrops(Dataset):
+    """dataset[(index, crop_seed)] -> {"wav": float32 [1, S·1280], "semantic": int64 [S]}."""
+
+    def __init__(self, data: DataConfig, sample_rate: int = 16000):
+        self.data, self.sample_rate = data, sample_rate
+        self.reader = TokenShardReader(data.tokens)
+        root = data.audio_root or Path(self.reader.meta["plan"]["manifest"]).parent
+        self.paths = [Path(row["audio"]) if Path(row["audio"]).is_absolute() else Path(root) / row["audio"]
+                      for row in self.reader.rows]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, crop_seed = key
+        semantic, _ = self.reader.get(self.reader.rows[index]["id"])
+        _, audio = preprocess(load_audio(self.paths[index], self.sample_rate),
+                              highpass_cutoff_hz=self.data.highpass_cutoff_hz)
+        frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
+        seg = self.data.segment_tokens
+        start = int(np.random.default_rng(crop_seed).integers(0, frames - seg + 1)) if frames > seg else 0
+        ids = np.zeros(seg, np.int64)
+        wav = np.zeros(seg * HOP, np.float32)
+        take = min(seg, frames)
+        ids[:take] = semantic[start: start + take]
+        wav[:take * HOP] = audio[start * HOP: (start + take) * HOP]
+        return {"wav": torch.from_numpy(wav)[None], "semantic": torch.from_numpy(ids)}
+
+
+def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class StepBatches:
+    """Batch sampler: step s (from `start_step` on, forever) draws its items and crop seeds from (seed, s, rank)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0):
+        self.size, self.batch_size, self.seed, self.start_step, self.rank = size, batch_size, seed, start_step, rank
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            items = rng.integers(0, self.size, self.batch_size)
+            crops = rng.integers(0, 2**62, self.batch_size)
+            yield [(int(i), int(c)) for i, c in zip(items, crops)]
+            step += 1

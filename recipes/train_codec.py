@@ -1,0 +1,283 @@
+"""Train the SAC codec (research/sac.md §4) on accelerate: mel + VQ losses, then MPD + MRD adversarial training.
+
+    python recipes/train_codec.py --config recipes/configs/codec_tiny.json --tokens TOKEN_DIR --output-dir runs/c
+    python recipes/train_codec.py --config ... --output-dir runs/c --resume auto
+
+A GAN needs two optimizers, so this recipe runs its own loop rather than recipes/training.py's single-optimizer one
+(it reuses its config loading and accelerator). Each step: once past `generator_warmup_steps`, a discriminator step
+on the detached reconstruction, then the generator step (the release's order). Both use AdamW with an exponential
+LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved with every checkpoint as ema/.
+
+Not implemented: the semantic-feature MSE and speaker-similarity heads (they need offline Whisper layer-16 features
+and ERes2Net embeddings); configs set semantic_decoder and speaker_predictor to null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.utils.data import DataLoader
+
+if __package__ in (None, ""):  # run as `python recipes/train_codec.py`: make `recipes` importable, as `-m` would
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import SAC, SACConfig
+from codec.discriminator import Discriminator
+from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
+from recipes.training import _section, make_accelerator
+
+STEP_DIR = re.compile(r"step_(\d+)")
+
+
+@dataclass
+class CodecTrainConfig:
+    seed: int = 0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.8, 0.9)
+    weight_decay: float = 0.01
+    lr_gamma: float = 0.999996  # per iteration
+    min_lr: float = 1e-6
+    generator_warmup_steps: int = 1500  # mel + VQ only until then
+    max_steps: int = 1_000_000
+    clip_norm: float = 5.0
+    mel_weight: float = 15.0
+    vq_weight: float = 1.0
+    adv_weight: float = 1.0
+    fm_weight: float = 2.0
+    ema_beta: float = 0.9999
+    ema_update_after_step: int = 100
+    ema_update_every: int = 10
+    ema_power: float = 2 / 3
+    save_every: int = 2000
+    log_every: int = 10
+    keep_last: int = 3
+    mixed_precision: str = "no"  # the release trains in fp32
+    output_dir: str | None = None
+    # what recipes.training.make_accelerator reads
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+
+
+class EMA:
+    """ema_pytorch.EMA's schedule: copy until `update_after_step`, then every `update_every` calls lerp towards the
+    model with decay 1 − (1 + n)^−power capped at beta, so early averages forget their random start quickly."""
+
+    def __init__(self, model: nn.Module, beta: float, update_after_step: int, update_every: int, power: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.beta, self.after, self.every, self.power, self.step = beta, update_after_step, update_every, power, 0
+
+    @torch.no_grad()
+    def update(self, online: nn.Module) -> None:
+        step, self.step = self.step, self.step + 1
+        if step % self.every:
+            return
+        source = online.state_dict()
+        if step <= self.after:
+            self.model.load_state_dict(source)
+            return
+        n = max(0, self.step - self.after - 1)
+        decay = min(self.beta, 1 - (1 + n) ** -self.power) if n > 0 else 0.0
+        for name, value in self.model.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.lerp_(source[name].to(value.dtype), 1 - decay)
+            else:
+                value.copy_(source[name])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the SAC codec; data.* and train.* can be overridden")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--resume", help="'auto' (newest checkpoint, or a fresh start) or a checkpoint folder")
+    for section, cls in (("data", DataConfig), ("train", CodecTrainConfig)):
+        for f in fields(cls):
+            kind = type(f.default) if f.default is not None else str
+            shape = {"nargs": 2, "type": float} if kind is tuple else {"type": kind}
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", **shape)
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> tuple[dict, DataConfig, CodecTrainConfig]:
+    raw = json.loads(args.config.read_text())
+    sections = {name: dict(raw.get(name, {})) for name in ("data", "train")}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, name = dest.split(".")
+            sections[section][name] = value
+    return (dict(raw.get("model", {})), _section(DataConfig, "data", sections["data"]),
+            _section(CodecTrainConfig, "train", sections["train"]))
+
+
+def exponential_lr(optimizer: torch.optim.Optimizer, train: CodecTrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(train.min_lr / train.lr, train.lr_gamma ** step))
+
+
+def find_resume(resume: str | None, checkpoints: Path) -> Path | None:
+    if resume is None or resume != "auto":
+        return Path(resume) if resume else None
+    done = [(int(m.group(1)), p) for p in checkpoints.glob("step_*")
+            if (m := STEP_DIR.fullmatch(p.name)) and (p / "train_state.pt").is_file()]
+    return max(done)[1] if done else None
+
+
+@dataclass
+class CodecRun:
+    accelerator: object
+    generator: nn.Module
+    discriminator: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    g_sched: torch.optim.lr_scheduler.LRScheduler
+    d_sched: torch.optim.lr_scheduler.LRScheduler
+    mel: MultiScaleMelLoss
+    ema: EMA | None  # main process only
+    train: CodecTrainConfig
+
+
+def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+    """One iteration (`step` counts from 1): D step (after warm-up), then G step."""
+    acc, t = run.accelerator, run.train
+    wav, adversarial = batch["wav"], step > t.generator_warmup_steps
+    out = run.generator(wav, batch["semantic"])
+    recon, stats = out["recon"], {}
+    target = wav[..., :recon.shape[-1]]
+    if adversarial:
+        d_loss = discriminator_loss(run.discriminator(target), run.discriminator(recon.detach()))
+        acc.backward(d_loss)
+        acc.clip_grad_norm_(run.discriminator.parameters(), t.clip_norm)
+        run.d_opt.step()
+        run.d_opt.zero_grad(set_to_none=True)
+        run.d_sched.step()  # per D step: D's decay starts when it starts training
+        stats["d_loss"] = d_loss.item()
+    mel, vq = run.mel(recon, target), out["vq_loss"].mean()
+    g_loss = t.mel_weight * mel + t.vq_weight * vq
+    if adversarial:
+        real, fake = run.discriminator(target), run.discriminator(recon)
+        adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)
+        g_loss = g_loss + t.adv_weight * adv + t.fm_weight * fm
+        stats.update(adv=adv.item(), fm=fm.item())
+    acc.backward(g_loss)
+    grad = acc.clip_grad_norm_(run.generator.parameters(), t.clip_norm)
+    run.g_opt.step()
+    run.g_opt.zero_grad(set_to_none=True)
+    run.discriminator.zero_grad(set_to_none=True)  # the G step's D gradients are not the D step's
+    stats.update(loss=g_loss.item(), mel=mel.item(), vq=vq.item(), lr=run.g_sched.get_last_lr()[0],
+                 grad_norm=float(grad))
+    run.g_sched.step()
+    if run.ema is not None:
+        run.ema.update(acc.unwrap_model(run.generator))
+    return stats
+
+
+def save_checkpoint(run: CodecRun, folder: Path, step: int, keep_last: int | None) -> None:
+    """folder/: the generator (a SAC model folder), ema/, discriminator.safetensors and train_state.pt, written
+    to folder.tmp then renamed, so a folder with train_state.pt is complete."""
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    acc.unwrap_model(run.generator).save_pretrained(tmp)
+    if run.ema is not None:
+        run.ema.model.save_pretrained(tmp / "ema")
+    save_model(acc.unwrap_model(run.discriminator), str(tmp / "discriminator.safetensors"))
+    if keep_last is not None:  # a final folder needs no optimizer state
+        torch.save({"step": step, "ema_step": run.ema.step if run.ema else 0,
+                    **{k: getattr(run, k).state_dict() for k in ("g_opt", "d_opt", "g_sched", "d_sched")}},
+                   tmp / "train_state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    if keep_last:
+        done = sorted((int(m.group(1)), p) for p in folder.parent.iterdir() if (m := STEP_DIR.fullmatch(p.name)))
+        for _, old in done[:-keep_last]:
+            shutil.rmtree(old)
+
+
+def load_checkpoint(run: CodecRun, folder: Path) -> int:
+    acc = run.accelerator
+    load_model(acc.unwrap_model(run.generator), str(folder / "model.safetensors"), strict=True)
+    load_model(acc.unwrap_model(run.discriminator), str(folder / "discriminator.safetensors"), strict=True)
+    state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
+    for k in ("g_opt", "d_opt", "g_sched", "d_sched"):
+        getattr(run, k).load_state_dict(state[k])
+    if run.ema is not None:
+        load_model(run.ema.model, str(folder / "ema" / "model.safetensors"), strict=True)
+        run.ema.step = state["ema_step"]
+    return state["step"]
+
+
+def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> CodecRun:
+    acc = make_accelerator(train, output_dir)
+    torch.manual_seed(train.seed)
+    model_config = dict(model_config)
+    # the model section may size the discriminator too (tiny configs); the rest is SACConfig's
+    discriminator = Discriminator(**model_config.pop("discriminator", {}))
+    generator = SAC(SACConfig(**model_config))
+    # every parameter decays (AdamW's 0.01), as the release does: no norm/bias exclusion group
+    g_opt = torch.optim.AdamW(generator.parameters(), train.lr, train.betas, weight_decay=train.weight_decay)
+    d_opt = torch.optim.AdamW(discriminator.parameters(), train.lr, train.betas, weight_decay=train.weight_decay)
+    g_sched, d_sched = exponential_lr(g_opt, train), exponential_lr(d_opt, train)
+    ema = EMA(generator, train.ema_beta, train.ema_update_after_step, train.ema_update_every,
+              train.ema_power) if acc.is_main_process else None
+    generator, discriminator, g_opt, d_opt = acc.prepare(generator, discriminator, g_opt, d_opt)
+    return CodecRun(acc, generator, discriminator, g_opt, d_opt, g_sched, d_sched,
+                    MultiScaleMelLoss(generator_sample_rate(model_config)).to(acc.device), ema, train)
+
+
+def generator_sample_rate(model_config: dict) -> int:
+    return int(model_config.get("sample_rate", 16000))
+
+
+def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | None = None) -> Path:
+    """Train from a config; returns the output folder (final/ holds the generator, final/ema the EMA weights)."""
+    args = parse_args(argv)
+    model_config, data, train = load_config(args)
+    output_dir = Path(train.output_dir or Path("runs") / args.config.stem)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run = build_run(model_config, train, output_dir)
+    acc = run.accelerator
+    resume = find_resume(args.resume, output_dir / "checkpoints")
+    step = load_checkpoint(run, resume) if resume else 0
+    if acc.is_main_process:
+        (output_dir / "train_config.json").write_text(json.dumps(
+            {"model": model_config, "data": asdict(data), "train": asdict(train)}, indent=2) + "\n")
+    dataset = CodecCrops(data, generator_sample_rate(model_config))
+    loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), data.batch_size, train.seed, step,
+                                                           acc.process_index),
+                        collate_fn=collate, num_workers=data.num_workers)
+    run.generator.train(), run.discriminator.train()
+    for batch in loader:
+        if step >= train.max_steps:
+            break
+        step += 1
+        stats = train_step(run, {k: v.to(acc.device) for k, v in batch.items()}, step)
+        if acc.is_main_process and (step % train.log_every == 0 or step == train.max_steps):
+            with (output_dir / "log.jsonl").open("a") as lines:
+                lines.write(json.dumps({"step": step, **stats}) + "\n")
+            acc.print(f"step {step:>7}  " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+        if step % train.save_every == 0 or step == train.max_steps:
+            save_checkpoint(run, output_dir / "checkpoints" / f"step_{step:06d}", step, train.keep_last)
+        if on_step is not None:
+            on_step(step, stats)
+    save_checkpoint(run, output_dir / "final", step, None)
+    acc.end_training()
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Codec training pieces: the multi-scale mel loss, the MPD + MRD discriminator, the GAN losses, and that a tiny
+SAC learns a tone under the mel loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec import SAC, ConvNeXtStackConfig, SACConfig
+from codec.discriminator import MPD, MRD, Discriminator, complex_spectrogram
+from codec.losses import (
+    MEL_BANDS,
+    MEL_WINDOWS,
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    mel_filterbank,
+)
+
+SR = 16000
+
+
+def tone(samples: int, hz: float = 440.0, batch: int = 1) -> torch.Tensor:
+    t = torch.arange(samples) / SR
+    return (0.5 * torch.sin(2 * math.pi * hz * t)).expand(batch, 1, samples).clone()
+
+
+def tiny_sac() -> SAC:
+    return SAC(SACConfig(
+        semantic_vocab_size=16, semantic_dim=16, semantic_adapter=ConvNeXtStackConfig(16, 16, 32, 1, 16, [1, 2]),
+        acoustic_encoder_dim=4, acoustic_latent_dim=16, codebook_size=16,
+        prenet=ConvNeXtStackConfig(32, 16, 32, 1, 16, [1, 2]), decoder_channels=32, semantic_decoder=None,
+        speaker_predictor=None))
+
+
+# ---- mel loss ------------------------------------------------------------------------------------------------------
+def test_mel_filterbank_matches_librosa():
+    librosa = pytest.importorskip("librosa")
+    for window, n_mels in zip(MEL_WINDOWS, MEL_BANDS):
+        ours = mel_filterbank(SR, window, n_mels)
+        ref = torch.from_numpy(librosa.filters.mel(sr=SR, n_fft=window, n_mels=n_mels, fmin=0, fmax=SR / 2))
+        assert ours.shape == (n_mels, window // 2 + 1)
+        torch.testing.assert_close(ours, ref.double(), atol=1e-7, rtol=1e-5)
+
+
+def test_mel_loss_zero_for_identical_positive_otherwise():
+    loss = MultiScaleMelLoss()
+    x = tone(4000, batch=2)
+    assert loss(x, x.clone()).item() == 0.0
+    assert loss(x, tone(4000, hz=1000.0, batch=2)).item() > 0.1
+    noisy = x + 0.01 * torch.randn_like(x)
+    assert 0 < loss(x, noisy).item() < loss(x, torch.zeros_like(x)).item()
+
+
+def test_mel_loss_shapes_and_trimming():
+    loss = MultiScaleMelLoss()
+    x = tone(4000)
+    assert loss.log_mel(x, 2048).shape == (1, 320, 4000 // 512 + 1)
+    assert loss.log_mel(x, 32).shape == (1, 5, 4000 // 8 + 1)
+    # the target is trimmed to the reconstruction's length, as the release compares wav[..., :len(recons)]
+    assert loss(x, torch.cat([x, torch.randn(1, 1, 100)], dim=-1)).item() == 0.0
+    # silence clamps at 1e-5: log10 = -5 in every bin
+    assert torch.all(loss.log_mel(torch.zeros(1, 1, 1000), 64) == -5)
+
+
+def test_mel_loss_has_gradients():
+    loss = MultiScaleMelLoss()
+    x = (0.1 * torch.randn(1, 1, 3000)).requires_grad_()
+    loss(x, tone(3000)).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# ---- discriminator -------------------------------------------------------------------------------------------------
+def test_complex_spectrogram_frames_match_stride():
+    spec = complex_spectrogram(torch.randn(2, 1, 5000), 512)
+    assert spec.shape == (2, 2, math.ceil(5000 / 128), 257)
+
+
+def test_mpd_and_mrd_feature_maps():
+    x = torch.randn(2, 1, 3200)
+    fmap = MPD(3, channels=(4, 8, 8, 8, 8))(x)
+    assert len(fmap) == 6 and fmap[-1].shape[1] == 1 and fmap[-1].shape[-1] == 3
+    assert fmap[0].shape[2] == math.ceil((3200 + 3 - 3200 % 3) / 3 / 3)
+    mrd = MRD(512, channels=4)
+    assert mrd.bands == [(0, 25), (25, 64), (64, 128), (128, 192), (192, 257)]
+    fmap = mrd(x)
+    assert len(fmap) == 5 * 5 + 1 and fmap[-1].shape[:2] == (2, 1)
+
+
+def test_discriminator_default_layout():
+    d = Discriminator()
+    assert [type(m).__name__ for m in d.discriminators] == ["MPD"] * 5 + ["MRD"] * 3
+    assert [m.period for m in d.discriminators[:5]] == [2, 3, 5, 7, 11]
+    assert [m.window_length for m in d.discriminators[5:]] == [2048, 1024, 512]
+    assert any("parametrizations.weight.original0" in k for k in d.state_dict())
+
+
+def test_discriminator_preprocess_is_level_invariant():
+    x = torch.randn(2, 1, 1000) + 0.3
+    y = Discriminator.preprocess(x)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(2, 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(y.abs().amax(-1), torch.full((2, 1), 0.8))
+    torch.testing.assert_close(Discriminator.preprocess(5 * x), y)
+
+
+def test_discriminator_forward_backward_and_gan_losses():
+    torch.manual_seed(0)
+    d = Discriminator(mpd_channels=(4, 8, 8, 8, 8), mrd_channels=4)
+    real = tone(2560, batch=2)
+    fake = (0.1 * torch.randn(2, 1, 2560)).requires_grad_()
+    real_maps, fake_maps = d(real), d(fake.detach())
+    assert len(real_maps) == 8 and all(len(m) == 6 for m in real_maps[:5]) and all(len(m) == 26 for m in real_maps[5:])
+    d_loss = discriminator_loss(real_maps, fake_maps)
+    d_loss.backward()
+    assert fake.grad is None  # the D step must not reach the generator
+    assert all(p.grad is not None for p in d.parameters())
+
+    d.zero_grad()
+    real_maps, fake_maps = d(real), d(fake)
+    g_loss = generator_adversarial_loss(fake_maps) + 2.0 * feature_matching_loss(real_maps, fake_maps)
+    g_loss.backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+    # feature matching is zero against itself, and LSGAN targets are 0 / 1
+    assert feature_matching_loss(real_maps, real_maps).item() == 0.0
+    ones = [[torch.ones(3)]]
+    assert discriminator_loss(ones, [[torch.zeros(3)]]).item() == 0.0
+    assert generator_adversarial_loss(ones).item() == 0.0
+
+
+# ---- end to end ----------------------------------------------------------------------------------------------------
+def test_tiny_sac_learns_a_tone_under_the_mel_loss():
+    torch.manual_seed(0)
+    model, mel = tiny_sac(), MultiScaleMelLoss()
+    wav = tone(2 * 1280, hz=300.0, batch=2)
+    semantic = torch.randint(0, 16, (2, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.8, 0.9))
+    losses = []
+    for _ in range(12):
+        out = model(wav, semantic)
+        assert out["recon"].shape == wav.shape
+        loss = 15 * mel(out["recon"], wav) + out["vq_loss"].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---- the recipe ----------------------------------------------------------------------------------------------------
+def make_token_folder(root: Path) -> Path:
+    """Two tone clips (one shorter than a crop) and their semantic ids as a token folder, audio beside the
+    manifest, as recipes/tokenize_corpus.py would leave them."""
+
+    import numpy as np
+
+    from codec.audio import save_wav
+    from recipes import shards
+
+    folder = root / "tokens"
+    folder.mkdir()
+    utterances = []
+    for i, seconds in enumerate((0.6, 0.2)):
+        save_wav(root / f"u{i}.wav", tone(int(seconds * SR), hz=200.0 + 100 * i)[0, 0], SR)
+        frames = math.ceil(seconds * SR / 1280)
+        utterances.append(({"id": f"u{i}", "audio": f"u{i}.wav", "text": "", "speaker": None,
+                            "duration": seconds}, np.arange(frames) % 16, np.zeros(2 * frames, np.int64)))
+    (root / "manifest.jsonl").write_text("")
+    shards.write_json(folder / shards.META_NAME, {
+        "format": shards.FORMAT, "codec": {"acoustic_per_semantic": 2},
+        "plan": {"manifest": str(root / "manifest.jsonl"), "num_shards": 1}})
+    shards.write_shard(folder, 0, utterances, [], (0, 2))
+    shards.build_index(folder)
+    return folder
+
+
+def test_codec_crops_align_audio_and_ids(tmp_path):
+    from recipes.codec_data import CodecCrops, DataConfig
+
+    crops = CodecCrops(DataConfig(tokens=str(make_token_folder(tmp_path)), segment_tokens=4))
+    long, short = crops[(0, 1)], crops[(1, 1)]
+    assert long["wav"].shape == (1, 4 * 1280) and long["semantic"].shape == (4,)
+    assert short["semantic"].tolist() == [0, 1, 2, 0]  # 3 frames, then id-0 padding
+    assert short["wav"][0, 3 * 1280:].abs().max() == 0 and short["wav"].abs().max() > 0
+
+
+def test_train_codec_smoke(tmp_path):
+    from recipes import train_codec
+
+    tokens = make_token_folder(tmp_path)
+    seen = []
+    out = train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
+                            "--output-dir", str(tmp_path / "run")], on_step=lambda step, stats: seen.append(stats))
+    assert len(seen) == 3 and "d_loss" not in seen[0] and "d_loss" in seen[1] and "fm" in seen[2]
+    assert all(math.isfinite(v) for stats in seen for v in stats.values())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    assert (out / "final" / "ema" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "step_000003" / "train_state.pt").is_file()
+    model = SAC.from_pretrained(out / "final" / "ema")
+    assert model.config.codebook_size == 16
+    # resume continues from the last checkpoint rather than starting again
+    train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
+                      "--output-dir", str(tmp_path / "run"), "--resume", "auto", "--max-steps", "4"],
+                     on_step=lambda step, stats: seen.append(step))
+    assert seen[3:] == [4]
