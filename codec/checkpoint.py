@@ -190,6 +190,12 @@ def convert_released(ckpt_path: str | Path, yaml_path: str | Path | None, out_di
     return save_pretrained(model, out_dir, dtype=dtype)
 
 
+def is_hub_id(source: str | Path) -> bool:
+    """'owner/name' that is not a local path: a Hugging Face hub repository id."""
+    text = str(source)
+    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/"))
+
+
 def load_sac(source: str | Path, *, config: str | Path | None = None, semantic_tokenizer: str | Path | None = None,
              dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> SAC:
     """One entry point: our folder, a released `.pt` (+ its YAML as `config`), or a Hugging Face hub id."""
@@ -201,7 +207,7 @@ def load_sac(source: str | Path, *, config: str | Path | None = None, semantic_t
     if path.exists():
         raise FileNotFoundError(f"{path} is neither a SAC model folder (config.json + model.safetensors) "
                                 "nor a checkpoint file")
-    if str(source).count("/") == 1 and not str(source).startswith((".", "/")):
+    if is_hub_id(source):
         return _load_from_hub(str(source), config=config, semantic_tokenizer=semantic_tokenizer,
                               dtype=dtype, device=device)
     raise FileNotFoundError(f"codec {source} not found")

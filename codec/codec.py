@@ -17,7 +17,7 @@ import soxr
 import torch
 
 from .audio import AudioError, check_samples, load_audio, preprocess
-from .checkpoint import load_sac
+from .checkpoint import is_hub_id, load_sac
 from .model import SAC
 from .semantic_tokenizer import SemanticTokenizer
 from .tokens import CodecTokens
@@ -38,9 +38,8 @@ def _as_mono_float64(wav: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
 
 
 def _resolve_tokenizer_path(source: str | Path) -> Path:
-    path = Path(source)
-    if path.exists() or str(source).count("/") != 1 or str(source).startswith((".", "/")):
-        return path
+    if not is_hub_id(source):
+        return Path(source)
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"]))
