@@ -172,11 +172,11 @@ class TTS:
 
     def _decode(self, semantic: torch.Tensor, acoustic: torch.Tensor, voice: VoicePrompt) -> np.ndarray:
         """Decode after the prompt's last tokens, which give the non-causal decoder its left context."""
-        k, context = self.codec.acoustic_per_semantic, min(self.config.decode_context_tokens, len(voice.semantic))
-        full_semantic = torch.cat([voice.semantic[len(voice.semantic) - context:], semantic])
-        full_acoustic = torch.cat([voice.acoustic[len(voice.acoustic) - context * k:], acoustic])
+        context_semantic, context_acoustic = voice.tail(self.config.decode_context_tokens)
+        full_semantic = torch.cat([context_semantic, semantic])
+        full_acoustic = torch.cat([context_acoustic, acoustic])
         wav = self.codec.model.decode(full_semantic[None], full_acoustic[None])[0, 0].float().cpu().numpy()
-        return wav[context * self.codec.model.config.semantic_hop_samples:]
+        return wav[len(context_semantic) * self.codec.model.config.semantic_hop_samples:]
 
     def _resolve(self, options: SynthesisOptions | None, overrides: dict) -> tuple[SynthesisOptions, int]:
         options = (options or SynthesisOptions()).merged(**overrides) if overrides else (options or SynthesisOptions())
@@ -254,11 +254,10 @@ class TTS:
             back = max(0, committed - context)
             # The prompt fills what is left of the second stage's context after this window.
             room = self.flow.config.max_frames // k - (committed - back) - (ahead - committed)
-            tail = min(len(voice.semantic), max(room, 0))
+            prompt_semantic, prompt_acoustic = voice.tail(room)
             prefix = FlowRequest(torch.tensor(semantic[committed:ahead]),
-                                 torch.cat([voice.acoustic[len(voice.acoustic) - tail * k:], acoustic[back * k:]]),
-                                 torch.cat([voice.semantic[len(voice.semantic) - tail:],
-                                            torch.tensor(semantic[back:committed], dtype=torch.long)]))
+                                 torch.cat([prompt_acoustic, acoustic[back * k:]]),
+                                 torch.cat([prompt_semantic, torch.tensor(semantic[back:committed], dtype=torch.long)]))
             frames = flow_fill(self.flow, [prefix], options.flow_sampling(), generator)[0]
             new = frames[len(prefix.prompt_acoustic):][: (end - committed) * k]
             acoustic = torch.cat([acoustic, new])

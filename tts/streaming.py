@@ -27,10 +27,9 @@ class StreamingDecoder:
     def __init__(self, model: SAC, voice: VoicePrompt, config: TTSConfig):
         self.model, self.config = model, config
         self.k, self.hop = model.config.acoustic_per_semantic, model.config.semantic_hop_samples
-        context = min(config.decode_context_tokens, len(voice.semantic))
-        self.semantic = voice.semantic[len(voice.semantic) - context:]  # [T] prompt tail, then the target
-        self.acoustic = voice.acoustic[len(voice.acoustic) - context * self.k:]  # [k·T]
-        self.emitted = context  # tokens whose audio has been yielded
+        # [T] and [k·T]: the prompt's tail, then the target as it arrives
+        self.semantic, self.acoustic = voice.tail(config.decode_context_tokens)
+        self.emitted = len(self.semantic)  # tokens whose audio has been yielded
         self.fade = int(FADE_SECONDS * model.config.sample_rate)
         self.ramp = np.linspace(0.0, 1.0, self.fade, dtype=np.float32)
         self.held: np.ndarray | None = None  # the last chunk's decode of the next chunk's first `fade` samples

@@ -26,6 +26,13 @@ class VoicePrompt:
     acoustic: torch.Tensor  # [k·Ts] int64
     duration_s: float
 
+    def tail(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last `tokens` semantic tokens (at most all of them) and their acoustic frames: (semantic [n],
+        acoustic [k·n]), the context that precedes generated speech."""
+        n = max(0, min(tokens, len(self.semantic)))
+        k = len(self.acoustic) // max(len(self.semantic), 1)
+        return self.semantic[len(self.semantic) - n:], self.acoustic[len(self.acoustic) - n * k:]
+
     def save(self, path: str | Path) -> Path:
         """Write `path` (a `.safetensors` file) atomically: temp file in the same folder, then rename."""
         path = Path(path)
