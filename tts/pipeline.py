@@ -189,17 +189,22 @@ class TTS:
     def synthesize(self, text: str, voice: VoicePrompt, options: SynthesisOptions | None = None,
                    **overrides) -> np.ndarray:
         """Speech for `text` in `voice` -> float32 wav [samples] at `sample_rate`. Text of any length."""
-        return np.concatenate(list(self._synthesize_chunks(text, voice, options, overrides)))
-
-    def _synthesize_chunks(self, text: str, voice: VoicePrompt, options, overrides) -> Iterator[np.ndarray]:
         options, seed = self._resolve(options, overrides)
-        for i, text_ids in enumerate(self._chunks(text)):
+        return self._synthesize_chunks(self._chunks(text), voice, options, seed)
+
+    def _synthesize_chunks(self, chunks: list[list[int]], voice: VoicePrompt, options: SynthesisOptions,
+                           seed: int) -> np.ndarray:
+        """Text ids of each chunk -> one wav, chunks joined with pauses."""
+        pieces: list[np.ndarray] = []
+        for i, text_ids in enumerate(chunks):
             chunk_seed = seed + 7919 * i  # each chunk its own draw, all fixed by `seed`
             semantic = self._semantic(text_ids, voice, options, chunk_seed)
             acoustic = self._acoustic(semantic, voice, options, chunk_seed)
             if i:
-                yield self._pause()
-            yield time_stretch(self._decode(torch.tensor(semantic), acoustic, voice), options.speed, self.sample_rate)
+                pieces.append(self._pause())
+            pieces.append(time_stretch(self._decode(torch.tensor(semantic), acoustic, voice), options.speed,
+                                       self.sample_rate))
+        return np.concatenate(pieces)
 
     def synthesize_batch(self, texts: Sequence[str], voice: VoicePrompt | Sequence[VoicePrompt],
                          options: SynthesisOptions | None = None, **overrides) -> list[np.ndarray]:
@@ -207,11 +212,10 @@ class TTS:
         voices = [voice] * len(texts) if isinstance(voice, VoicePrompt) else list(voice)
         if len(voices) != len(texts):
             raise TTSError(f"{len(texts)} texts but {len(voices)} voices")
-        for text in texts:
-            self._chunks(text)
+        chunked = [self._chunks(text) for text in texts]  # validates every text up front
         options, seed = self._resolve(options, overrides)
-        return [self.synthesize(text, v, replace(options, seed=seed + 104729 * i))
-                for i, (text, v) in enumerate(zip(texts, voices))]
+        return [self._synthesize_chunks(chunks, v, options, seed + 104729 * i)
+                for i, (chunks, v) in enumerate(zip(chunked, voices))]
 
     def stream(self, text: str, voice: VoicePrompt, options: SynthesisOptions | None = None,
                **overrides) -> Iterator[np.ndarray]:
