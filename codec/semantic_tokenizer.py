@@ -106,6 +106,12 @@ class SemanticTokenizerConfig:
         return config
 
 
+def whisper_feature_extractor(num_mel_bins: int) -> WhisperFeatureExtractor:
+    """Whisper's log-mel front end (16 kHz, 25 ms window, 10 ms hop) with `num_mel_bins` bands."""
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=16000, hop_length=160, n_fft=400,
+                                   chunk_length=CHUNK_SECONDS)
+
+
 class CausalConv1d(nn.Conv1d):
     """Conv1d padded on the left only, so output frame t depends on input frames <= t * stride."""
 
@@ -134,8 +140,7 @@ class SemanticTokenizer(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.feature_extractor = feature_extractor or WhisperFeatureExtractor(
-            feature_size=config.num_mel_bins, sampling_rate=16000, hop_length=160, n_fft=400, chunk_length=30)
+        self.feature_extractor = feature_extractor or whisper_feature_extractor(config.num_mel_bins)
         fe = self.feature_extractor
         if fe.feature_size != config.num_mel_bins:
             raise SemanticTokenizerError(f"feature extractor makes {fe.feature_size} mel bins but the encoder "
@@ -266,14 +271,12 @@ class SemanticTokenizer(nn.Module):
                                 hidden, codes.t(), beta=1.0, alpha=-2.0)
         return torch.min(distances, dim=1).indices
 
-    def forward(self, features: torch.Tensor, num_samples: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode a batch of chunks.
+    def encode(self, features: torch.Tensor, num_samples: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The encoder up to the quantiser, for `forward` and for training.
 
-        features [B, n_mels, F]: each item's own `log_mel`, right-padded (any values) to F, a multiple of
-        hop_samples / hop_length. num_samples [B]: real audio samples of each chunk.
-        Returns ids [B, T] (int64, -1 where padded), hidden [B, T, D] (the quantiser input) and valid [B, T]
-        (bool: token j is real iff j * hop_samples < num_samples, i.e. ceil(num_samples / hop_samples) tokens).
+        features [B, n_mels, F] and num_samples [B] as in `forward`. Returns hidden [B, T, D] (the quantiser input,
+        one row per token), valid [B, T] (bool), frames [B, T_frames, D] (the residual stream entering pooling:
+        50 Hz for Whisper, the features SAC's semantic-feature loss regresses) and frames_valid [B, T_frames].
         """
         dtype = self.codebook.weight.dtype
         features = features.to(dtype)
@@ -288,20 +291,53 @@ class SemanticTokenizer(nn.Module):
         frame_valid = (torch.arange(frames, device=hidden.device) * self.samples_per_frame)[None] < num_samples[:, None]
         block_frames = self.config.quantize_causal_block_size
         mask = self._attention_mask(frame_valid, block_frames, dtype)
+        out = {"frames": hidden, "frames_valid": frame_valid}
         for index, layer in enumerate(self.layers, start=1):
             hidden = layer(hidden, mask)
             if self.config.pooling_kernel_size is not None and index == self.config.pooling_position:
+                out = {"frames": hidden, "frames_valid": frame_valid}
                 hidden = self._pool(hidden)
                 frame_valid = frame_valid[:, :: self.pooling_kernel]
                 if block_frames is not None:
                     block_frames = block_frames // self.pooling_kernel
                 mask = self._attention_mask(frame_valid, block_frames, dtype)
+        if self.config.pooling_kernel_size is None:
+            out = {"frames": hidden, "frames_valid": frame_valid}
+        return {"hidden": hidden, "valid": frame_valid, **out}
+
+    def forward(self, features: torch.Tensor, num_samples: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode a batch of chunks.
+
+        features [B, n_mels, F]: each item's own `log_mel`, right-padded (any values) to F, a multiple of
+        hop_samples / hop_length. num_samples [B]: real audio samples of each chunk.
+        Returns ids [B, T] (int64, -1 where padded), hidden [B, T, D] (the quantiser input) and valid [B, T]
+        (bool: token j is real iff j * hop_samples < num_samples, i.e. ceil(num_samples / hop_samples) tokens).
+        """
+        encoded = self.encode(features, num_samples)
+        hidden, frame_valid = encoded["hidden"], encoded["valid"]
         ids = torch.full(frame_valid.shape, -1, dtype=torch.long, device=hidden.device)
         for row in range(hidden.shape[0]):
             # quantise only real tokens, so each item's distance matrix has the shape a lone chunk would have
             count = int(frame_valid[row].sum())
             ids[row, :count] = self._nearest_code(hidden[row, :count])
         return ids, hidden, frame_valid
+
+    @torch.no_grad()
+    def ids_and_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One volume-normalised chunk (<= 30 s) [samples] -> (ids int64 [ceil(samples / hop)], frames float32
+        [ids · pooling_kernel, D]): the ids `tokenize` gives and the pre-pooling features SAC's semantic loss
+        regresses (Whisper layer 16 at 50 Hz for GLM-4-Voice)."""
+        audio = _as_mono_float32(audio, "audio")
+        if not 0 < audio.shape[0] <= self.chunk_samples:
+            raise ValueError(f"ids_and_frames takes one chunk of 1..{self.chunk_samples} samples, got {audio.shape[0]}")
+        device = self.codebook.weight.device
+        features = torch.from_numpy(self.log_mel(audio))[None].to(device)
+        encoded = self.encode(features, torch.tensor([audio.shape[0]], device=device))
+        count = int(encoded["valid"][0].sum())
+        ids = self._nearest_code(encoded["hidden"][0, :count])
+        frames = encoded["frames"][0, : count * self.pooling_kernel]
+        return ids.cpu().numpy(), frames.float().cpu().numpy()
 
     # ---- public entry point ------------------------------------------------------------------------------------
     def tokenize(self, wavs: Sequence[np.ndarray | torch.Tensor], *, batch_size: int = 16,

@@ -1,7 +1,10 @@
 """Codec training data: audio + semantic ids, cropped as the SAC release does (research/sac.md §4).
 
 The ids come from a token folder (recipes/tokenize_corpus.py); its index rows keep the manifest's `audio` path,
-relative to the manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says otherwise. Each example
+relative to the manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says otherwise. Or, with
+`data.semantic_tokenizer`, from that tokenizer run on each whole clip in the loader (a JSONL `manifest` then
+suffices: no codec needs to exist yet to train the first one); the example then also carries the tokenizer's
+pre-pooling frames, the target of SAC's semantic-feature loss (the release reads them from offline files). Each example
 is a random window of `segment_tokens` semantic tokens (30 = 2.4 s) and the 1280·30 samples under it, the audio
 volume-normalised and 40 Hz high-passed (`codec.audio.preprocess`); short items are zero-padded (ids with 0).
 
@@ -19,6 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from codec.audio import load_audio, preprocess
+from codec.semantic_tokenizer import SemanticTokenizer
+from recipes.corpora.manifest import read_manifest, resolve_audio
 from recipes.shards import TokenShardReader
 
 HOP = 1280  # samples per semantic token at 16 kHz
@@ -27,6 +32,8 @@ HOP = 1280  # samples per semantic token at 16 kHz
 @dataclass
 class DataConfig:
     tokens: str = ""  # a token folder (or its index.jsonl)
+    manifest: str = ""  # or a JSONL manifest (id, audio), with semantic_tokenizer
+    semantic_tokenizer: str | None = None  # a tokenizer folder: ids and semantic-loss targets made on the fly
     audio_root: str | None = None  # where index rows' relative `audio` paths start; default: the manifest's folder
     segment_tokens: int = 30  # int(16000 · 2.4 // 1280)
     batch_size: int = 24
@@ -34,39 +41,69 @@ class DataConfig:
     highpass_cutoff_hz: float = 40.0
 
     def __post_init__(self) -> None:
-        if not self.tokens:
-            raise ValueError("data.tokens must name a token folder (recipes/tokenize_corpus.py writes one)")
+        if bool(self.tokens) == bool(self.manifest):
+            raise ValueError("give one of data.tokens (a token folder, recipes/tokenize_corpus.py writes one) or "
+                             "data.manifest (JSONL, with data.semantic_tokenizer)")
+        if self.manifest and not self.semantic_tokenizer:
+            raise ValueError("data.manifest needs data.semantic_tokenizer to make the semantic ids")
         if self.segment_tokens < 1 or self.batch_size < 1:
             raise ValueError("data.segment_tokens and data.batch_size must be at least 1")
 
 
 class CodecCrops(Dataset):
-    """dataset[(index, crop_seed)] -> {"wav": float32 [1, S·1280], "semantic": int64 [S]}."""
+    """dataset[(index, crop_seed)] -> {"wav": float32 [1, S·1280], "semantic": int64 [S]} (+ "semantic_frames"
+    float32 [S·k, D] with a tokenizer of pooling k)."""
 
     def __init__(self, data: DataConfig, sample_rate: int = 16000):
         self.data, self.sample_rate = data, sample_rate
-        self.reader = TokenShardReader(data.tokens)
-        root = data.audio_root or Path(self.reader.meta["plan"]["manifest"]).parent
-        self.paths = [Path(row["audio"]) if Path(row["audio"]).is_absolute() else Path(root) / row["audio"]
-                      for row in self.reader.rows]
+        self._tokenizer: SemanticTokenizer | None = None  # loaded in each loader worker on first use
+        if data.tokens:
+            self.reader = TokenShardReader(data.tokens)
+            root = data.audio_root or Path(self.reader.meta["plan"]["manifest"]).parent
+            self.paths = [Path(row["audio"]) if Path(row["audio"]).is_absolute() else Path(root) / row["audio"]
+                          for row in self.reader.rows]
+        else:
+            self.reader = None
+            self.paths = [resolve_audio(data.manifest, row["audio"]) for row in read_manifest(data.manifest)]
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self.paths)
+
+    def tokenizer(self) -> SemanticTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = SemanticTokenizer.from_pretrained(self.data.semantic_tokenizer)
+        return self._tokenizer
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, crop_seed = key
-        semantic, _ = self.reader.get(self.reader.rows[index]["id"])
-        _, audio = preprocess(load_audio(self.paths[index], self.sample_rate),
-                              highpass_cutoff_hz=self.data.highpass_cutoff_hz)
+        tokenizer_audio, audio = preprocess(load_audio(self.paths[index], self.sample_rate),
+                                            highpass_cutoff_hz=self.data.highpass_cutoff_hz)
+        rng = np.random.default_rng(crop_seed)
+        semantic_frames = None
+        if self.data.semantic_tokenizer:
+            tokenizer = self.tokenizer()
+            if len(tokenizer_audio) > tokenizer.chunk_samples:  # one chunk, so the frames line up with the ids
+                offset = int(rng.integers(0, (len(tokenizer_audio) - tokenizer.chunk_samples) // HOP + 1)) * HOP
+                tokenizer_audio = tokenizer_audio[offset: offset + tokenizer.chunk_samples]
+                audio = audio[offset: offset + tokenizer.chunk_samples]
+            semantic, semantic_frames = tokenizer.ids_and_frames(tokenizer_audio)
+        else:
+            semantic, _ = self.reader.get(self.reader.rows[index]["id"])
         frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
         seg = self.data.segment_tokens
-        start = int(np.random.default_rng(crop_seed).integers(0, frames - seg + 1)) if frames > seg else 0
+        start = int(rng.integers(0, frames - seg + 1)) if frames > seg else 0
         ids = np.zeros(seg, np.int64)
         wav = np.zeros(seg * HOP, np.float32)
         take = min(seg, frames)
         ids[:take] = semantic[start: start + take]
         wav[:take * HOP] = audio[start * HOP: (start + take) * HOP]
-        return {"wav": torch.from_numpy(wav)[None], "semantic": torch.from_numpy(ids)}
+        example = {"wav": torch.from_numpy(wav)[None], "semantic": torch.from_numpy(ids)}
+        if semantic_frames is not None:
+            k = semantic_frames.shape[0] // len(semantic)
+            target = np.zeros((seg * k, semantic_frames.shape[1]), np.float32)
+            target[:take * k] = semantic_frames[start * k: (start + take) * k]
+            example["semantic_frames"] = torch.from_numpy(target)
+        return example
 
 
 def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

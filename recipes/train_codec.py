@@ -8,8 +8,10 @@ A GAN needs two optimizers, so this recipe runs its own loop rather than recipes
 on the detached reconstruction, then the generator step (the release's order). Both use AdamW with an exponential
 LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved with every checkpoint as ema/.
 
-Not implemented: the semantic-feature MSE and speaker-similarity heads (they need offline Whisper layer-16 features
-and ERes2Net embeddings); configs set semantic_decoder and speaker_predictor to null.
+The semantic-feature MSE (`semantic_weight`) regresses the tokenizer's pre-pooling frames from the decoder
+features through the model's `semantic_decoder`; it runs when the config builds that head and the data carries the
+frames (data.semantic_tokenizer, see recipes/codec_data.py). Not implemented: the speaker-similarity head (it needs
+ERes2Net embeddings); configs set speaker_predictor to null.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader
@@ -54,6 +57,7 @@ class CodecTrainConfig:
     clip_norm: float = 5.0
     mel_weight: float = 15.0
     vq_weight: float = 1.0
+    semantic_weight: float = 1000.0  # the release's `mse_loss` weight (for Whisper-large features)
     adv_weight: float = 1.0
     fm_weight: float = 2.0
     ema_beta: float = 0.9999
@@ -165,6 +169,11 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
         stats["d_loss"] = d_loss.item()
     mel, vq = run.mel(recon, target), out["vq_loss"].mean()
     g_loss = t.mel_weight * mel + t.vq_weight * vq
+    if "semantic_pred" in out and "semantic_frames" in batch:
+        pred = out["semantic_pred"]  # [B, D, T_decoder]
+        semantic = F.mse_loss(pred, batch["semantic_frames"].transpose(1, 2)[..., :pred.shape[-1]])
+        g_loss = g_loss + t.semantic_weight * semantic
+        stats["semantic"] = semantic.item()
     if adversarial:
         real, fake = run.discriminator(target), run.discriminator(recon)
         adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)

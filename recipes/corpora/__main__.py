@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("manifests", type=Path, nargs="+")
     va.add_argument("--check-audio", action="store_true", help="also open every audio file's header")
     va.add_argument("--require-text", action="store_true")
+    me = sub.add_parser("merge", help="one manifest from several (audio paths re-rooted at the output's folder)")
+    me.add_argument("manifests", type=Path, nargs="+")
+    me.add_argument("--out", "-o", type=Path, required=True)
+    me.add_argument("--require-text", action="store_true", help="keep only rows with a transcript")
     sub.add_parser("engines", help="which speech engines are installed")
     args = parser.parse_args(argv)
 
@@ -141,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "synth":
         return _synth(args)
+    if args.cmd == "merge":
+        from recipes.corpora.manifest import merge_manifests, summary
+
+        print(json.dumps(summary(merge_manifests(args.manifests, args.out, args.require_text)), indent=1))
+        return 0
     if args.cmd == "validate":
         from recipes.corpora.manifest import validate_manifest
 

@@ -144,6 +144,19 @@ def relative_audio(manifest: str | Path, audio: str | Path) -> str:
         return str(audio)
 
 
+def merge_manifests(manifests: Iterable[str | Path], out: str | Path, require_text: bool = False) -> list[dict]:
+    """Rows of every manifest, in order, audio paths re-rooted at `out`'s folder; writes `out` and returns them.
+    Rows without text are dropped when `require_text`; ids must be unique across the inputs."""
+    rows = []
+    for manifest in manifests:
+        for row in read_manifest(manifest):
+            if require_text and not row.get("text"):
+                continue
+            rows.append({**row, "audio": relative_audio(out, resolve_audio(manifest, row["audio"]))})
+    write_manifest(out, rows)
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     hours = sum(r["duration"] for r in rows) / 3600
     return {"utterances": len(rows), "speakers": len({r["speaker"] for r in rows}), "hours": round(hours, 4),

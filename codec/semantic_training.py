@@ -1,0 +1,197 @@
+"""Training a GLM-4-Voice-style semantic tokenizer from scratch: Whisper-VQ encoder + CTC on transcripts.
+
+GLM-4-Voice puts a VQ bottleneck inside a Whisper encoder and trains it with ASR supervision, so its ids keep what
+is said and drop much of who says it. We follow that at small width with a CTC head instead of Whisper's decoder
+(cheaper, and enough to force the ids to carry the words):
+
+    log-mel -> SemanticTokenizer.encode (convs, layers, pool) -> VQ (EMA codebook, straight-through) @12.5 Hz
+            -> repeat to the 50 Hz frame rate -> `post_layers` Whisper layers -> LayerNorm -> Linear -> CTC (chars)
+
+Only the `SemanticTokenizer` part is exported (`export`): the released folder layout, loaded by
+`SemanticTokenizer.from_pretrained` like GLM's. The codebook follows GLM's EMA update (`quantize_ema_decay`,
+buffers `ema_count` / `ema_weight`) and restarts codes nobody used for `restart_interval` steps from random
+encoder outputs of the batch, drawn from the loss's `seed` so a resumed run repeats them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+
+from .semantic_tokenizer import SemanticTokenizer, SemanticTokenizerConfig
+
+CTC_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # id 0 is the CTC blank, so character i has id i + 1
+
+
+def ctc_labels(text: str) -> list[int]:
+    """Transcript -> CTC ids: lower-cased letters, apostrophes and single spaces; anything else is a word break."""
+    cleaned = re.sub(r"[^a-z']+", " ", text.lower().replace("’", "'")).strip()
+    return [CTC_ALPHABET.index(c) + 1 for c in cleaned]
+
+
+@dataclass
+class TokenizerTrainingConfig:
+    tokenizer: dict = field(default_factory=dict)  # SemanticTokenizerConfig fields (HF config.json names)
+    post_layers: int = 2  # Whisper layers between the quantiser and the CTC head (training only)
+    ema_decay: float = 0.99  # GLM's quantize_ema_decay
+    commit_weight: float = 0.25  # GLM's quantize_commit_coefficient
+    vq_loss_scale: float = 10.0  # GLM's quantize_loss_scale
+    restart_interval: int = 100  # GLM's quantize_restart_interval, in optimizer steps
+
+    def tokenizer_config(self) -> SemanticTokenizerConfig:
+        return SemanticTokenizerConfig.from_hf_config(self.tokenizer)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TokenizerTrainingConfig":
+        return cls(**values)
+
+
+class TokenizerTrainer(nn.Module):
+    """SemanticTokenizer + EMA VQ + CTC head. `loss(features, num_samples, labels, label_lengths, seed)`."""
+
+    def __init__(self, config: TokenizerTrainingConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = SemanticTokenizer(config.tokenizer_config())
+        self.tokenizer.requires_grad_(True).train()
+        self.tokenizer.codebook.requires_grad_(False)  # EMA-updated, like GLM's
+        tc = self.tokenizer.config
+        vocab, dim = self.tokenizer.vocab_size, tc.d_model
+        self.register_buffer("ema_count", torch.ones(vocab))
+        self.register_buffer("ema_weight", self.tokenizer.codebook.weight.detach().clone())
+        self.register_buffer("steps_since_used", torch.zeros(vocab, dtype=torch.long))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        layer_config = tc.whisper_layer_config()
+        self.post_positions = nn.Embedding(tc.max_source_positions, dim)
+        self.post = nn.ModuleList(WhisperEncoderLayer(layer_config) for _ in range(config.post_layers))
+        self.post_norm = nn.LayerNorm(dim)
+        self.ctc_head = nn.Linear(dim, len(CTC_ALPHABET) + 1)
+
+    # ---- folders -----------------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_model(self, str(folder / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "TokenizerTrainer":
+        folder = Path(folder)
+        model = cls(TokenizerTrainingConfig.from_dict(json.loads((folder / "config.json").read_text())))
+        load_model(model, str(folder / "model.safetensors"), strict=True)
+        return model
+
+    def export(self, folder: str | Path) -> Path:
+        """The tokenizer alone, in the released layout (`SemanticTokenizer.from_pretrained` reads it)."""
+        import copy
+        tokenizer = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
+        return tokenizer.save_pretrained(folder)
+
+    # ---- VQ ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _update_codebook(self, z: torch.Tensor, ids: torch.Tensor, seed: int) -> None:
+        """EMA k-means step over this batch's real tokens z [N, D] with their codes ids [N]."""
+        codebook = self.tokenizer.codebook.weight
+        generator = torch.Generator().manual_seed(seed)
+        if not bool(self.initialised):  # start the codebook on real encoder outputs, not random points
+            pick = torch.randint(0, z.shape[0], (codebook.shape[0],), generator=generator).to(z.device)
+            codebook.copy_(z[pick])
+            self.ema_weight.copy_(z[pick])
+            self.ema_count.fill_(1.0)
+            self.initialised.fill_(True)
+            return
+        decay = self.config.ema_decay
+        onehot = F.one_hot(ids, codebook.shape[0]).to(z.dtype)  # [N, V]
+        self.ema_count.mul_(decay).add_(onehot.sum(0), alpha=1 - decay)
+        self.ema_weight.mul_(decay).add_(onehot.t() @ z, alpha=1 - decay)
+        total = self.ema_count.sum()
+        count = (self.ema_count + 1e-5) / (total + codebook.shape[0] * 1e-5) * total  # Laplace smoothing
+        codebook.copy_(self.ema_weight / count[:, None])
+        used = torch.zeros_like(self.steps_since_used, dtype=torch.bool)
+        used[ids] = True
+        self.steps_since_used.add_(1).masked_fill_(used, 0)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor, seed: int) -> int:
+        """Codes unused for `restart_interval` training forwards jump to random batch vectors z [N, D]; returns how many."""
+        dead = torch.nonzero(self.steps_since_used >= self.config.restart_interval).flatten()
+        if len(dead) == 0 or z.shape[0] == 0:
+            return 0
+        generator = torch.Generator().manual_seed(seed + 1)
+        pick = torch.randint(0, z.shape[0], (len(dead),), generator=generator).to(z.device)
+        self.tokenizer.codebook.weight[dead] = z[pick]
+        self.ema_weight[dead] = z[pick]
+        self.ema_count[dead] = 1.0
+        self.steps_since_used[dead] = 0
+        return len(dead)
+
+    # ---- loss --------------------------------------------------------------------------------------------------
+    def loss(self, features: torch.Tensor, num_samples: torch.Tensor, labels: torch.Tensor,
+             label_lengths: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features [B, n_mels, F] log-mel, num_samples [B], labels [B, L] CTC ids (0-padded), label_lengths [B].
+
+        Returns (summed loss, scored characters, summed commitment) so every character weighs the same.
+        """
+        encoded = self.tokenizer.encode(features, num_samples)
+        z, valid = encoded["hidden"], encoded["valid"]  # [B, T, D], [B, T]
+        codebook = self.tokenizer.codebook.weight
+        flat = z[valid].float()
+        ids = self.tokenizer._nearest_code(flat.detach().to(codebook.dtype))
+        if self.training:
+            self._update_codebook(flat.detach(), ids, seed)
+            self.restart_dead_codes(flat.detach(), seed)
+            ids = self.tokenizer._nearest_code(flat.detach().to(codebook.dtype))
+        quantized = torch.zeros_like(z)
+        quantized[valid] = codebook[ids].to(z.dtype)
+        commit = F.mse_loss(z[valid], quantized[valid].detach(), reduction="sum") / z.shape[-1]
+        z_q = z + (quantized - z).detach()  # straight-through
+        logits = self._ctc_logits(z_q, valid)  # [B, T50, C]
+        frames = valid.sum(1) * self.tokenizer.pooling_kernel
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T50, B, C]
+        ctc = F.ctc_loss(log_probs, labels, frames, label_lengths, blank=0, reduction="sum", zero_infinity=True)
+        chars = label_lengths.sum()
+        vq = self.config.vq_loss_scale * self.config.commit_weight * commit * chars / valid.sum().clamp(min=1)
+        return ctc + vq, chars, commit.detach()
+
+    def _ctc_logits(self, z_q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Tokens z_q [B, T, D] -> CTC logits [B, T·k, C] at the encoder frame rate."""
+        k = self.tokenizer.pooling_kernel
+        hidden = z_q.repeat_interleave(k, dim=1)
+        frames = hidden.shape[1]
+        hidden = hidden + self.post_positions.weight[:frames]
+        frame_valid = valid.repeat_interleave(k, dim=1)
+        mask = torch.where(frame_valid[:, None, None, :], 0.0, torch.finfo(hidden.dtype).min).to(hidden.dtype)
+        for layer in self.post:
+            hidden = layer(hidden, mask)
+        return self.ctc_head(self.post_norm(hidden))
+
+    @torch.no_grad()
+    def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor) -> list[str]:
+        """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation)."""
+        encoded = self.tokenizer.encode(features, num_samples)
+        z, valid = encoded["hidden"], encoded["valid"]
+        ids = torch.zeros(valid.shape, dtype=torch.long, device=z.device)
+        ids[valid] = self.tokenizer._nearest_code(z[valid].to(self.tokenizer.codebook.weight.dtype))
+        quantized = self.tokenizer.codebook.weight[ids].to(z.dtype)
+        best = self._ctc_logits(quantized, valid).argmax(-1)  # [B, T50]
+        frames = (valid.sum(1) * self.tokenizer.pooling_kernel).tolist()
+        texts = []
+        for row, count in zip(best.tolist(), frames):
+            chars, previous = [], 0
+            for symbol in row[:count]:
+                if symbol != previous and symbol != 0:
+                    chars.append(CTC_ALPHABET[symbol - 1])
+                previous = symbol
+            texts.append(" ".join("".join(chars).split()))
+        return texts

@@ -1,0 +1,134 @@
+"""recipes/export_default_model.py on tiny stage folders: the shipped folder loads, speaks, is fp16 without the
+codec's training heads, records its sources, and refuses parts that do not fit or files over the size limits."""
+
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from codec import SAC, ConvNeXtStackConfig, SpeakerPredictorConfig
+from flow import AcousticFlow, FlowConfig
+from recipes.export_default_model import ExportError, export, main
+from tts.pipeline import TTS
+
+
+def speech_like(seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    voiced = sum(np.sin(2 * np.pi * 120 * h * t) / h for h in range(1, 6))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) + 0.05
+    return (0.2 * voiced * envelope + 0.01 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_tts_dir, tmp_path_factory):
+    """Stage outputs laid out as the recipes write them; the codec still has its training-only heads."""
+    root = tmp_path_factory.mktemp("stages")
+    tokenizer = root / "tokenizer_run" / "final"
+    shutil.copytree(tiny_tts_dir / "codec" / "semantic_tokenizer", tokenizer / "semantic_tokenizer")
+    (tokenizer / "train_config.json").write_text(json.dumps({"train": {"max_steps": 11}}))
+
+    base = SAC.from_pretrained(tiny_tts_dir / "codec")
+    config = dataclasses.replace(base.config, semantic_decoder=ConvNeXtStackConfig(24, 16, 32, 1, 32, [1, 1]),
+                                 speaker_predictor=SpeakerPredictorConfig(hidden_dim=16, output_dim=8))
+    with_heads = SAC(config)
+    missing, unexpected = with_heads.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("semantic_decoder.", "speaker_predictor.")) for k in missing)
+    codec_run = root / "codec_run"
+    with_heads.save_pretrained(codec_run / "checkpoints" / "step_000007" / "ema")
+    (codec_run / "train_config.json").write_text(json.dumps({"train": {"max_steps": 7}}))
+
+    lm, flow = root / "lm_run" / "final", root / "flow_run" / "final"
+    shutil.copytree(tiny_tts_dir / "lm", lm)
+    (lm / "train_config.json").write_text(json.dumps({"train": {"max_steps": 5}}))
+    shutil.copytree(tiny_tts_dir / "flow", flow)
+    return {"tokenizer": tokenizer / "semantic_tokenizer", "codec": codec_run / "checkpoints" / "step_000007" / "ema",
+            "lm": lm, "flow": flow}
+
+
+@pytest.fixture(scope="module")
+def exported(stages, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "default_model"
+    out.mkdir()
+    (out / "README.md").write_text("model card\n")  # a card written by hand stays
+    argv = [f"--{k}={v}" for k, v in stages.items()] + [f"--out={out}"]
+    return out, main(argv)
+
+
+def test_export_loads_and_speaks(exported):
+    out, summary = exported
+    tts = TTS.from_pretrained(out)
+    for module in (tts.codec.model, tts.codec.tokenizer, tts.lm, tts.flow):
+        assert {p.dtype for p in module.parameters()} == {torch.float32}  # fp16 files, float32 runtime
+    voice = tts.clone_voice(speech_like(2.0), "This is an English sentence.", sample_rate=16000)
+    wav = tts.synthesize("Hello world.", voice, seed=0, flow_steps=2)
+    assert wav.dtype == np.float32 and len(wav) > 0 and np.isfinite(wav).all()
+    assert summary["parameters"]["codec"] == sum(p.numel() for p in tts.codec.model.parameters())
+    assert summary["parameters"]["total"] == sum(
+        summary["parameters"][k] for k in ("tokenizer", "codec", "lm", "flow"))
+    assert (out / "README.md").read_text() == "model card\n" and summary["kept_files"] == {"README.md": 11}
+
+
+def test_export_is_fp16_without_training_heads(exported):
+    out, summary = exported
+    weights = sorted(out.rglob("*.safetensors"))
+    assert {p.relative_to(out).as_posix() for p in weights} == {
+        "codec/model.safetensors", "codec/semantic_tokenizer/model.safetensors", "lm/model.safetensors",
+        "flow/model.safetensors"}
+    for path in weights:
+        with safe_open(str(path), framework="pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+            assert dtypes <= {"F16", "I64"} and "F16" in dtypes, (path, dtypes)
+            if path.parent.name == "codec":
+                assert not [k for k in f.keys() if k.startswith(("semantic_decoder.", "speaker_predictor."))]
+    config = json.loads((out / "codec" / "config.json").read_text())
+    assert config["semantic_decoder"] is None and config["speaker_predictor"] is None
+    assert summary["training_heads_dropped"] == ["semantic_decoder", "speaker_predictor"]
+    assert (out / "tts_config.json").is_file() and (out / "lm" / "text_tokenizer.model").is_file()
+
+
+def test_export_json_records_sources_and_hashes(exported, stages):
+    out, _ = exported
+    record = json.loads((out / "export.json").read_text())
+    assert record["dtype"] == "float16"
+    assert record["sources"]["codec"]["path"] == str(stages["codec"])
+    assert record["sources"]["codec"]["checkpoint_step"] == 7
+    assert record["sources"]["codec"]["train_config"] == {"train": {"max_steps": 7}}
+    assert record["sources"]["tokenizer"]["train_config"] == {"train": {"max_steps": 11}}
+    assert record["sources"]["lm"]["train_config"] == {"train": {"max_steps": 5}}
+    for name in ("codec/model.safetensors", "lm/model.safetensors", "flow/model.safetensors",
+                 "codec/semantic_tokenizer/model.safetensors"):
+        assert record["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+
+
+def test_size_limit_names_the_file_and_leaves_out_untouched(stages, tmp_path):
+    out = tmp_path / "model"
+    argv = [f"--{k}={v}" for k, v in stages.items()] + [f"--out={out}", "--max-file-mib=0.001"]
+    with pytest.raises(SystemExit, match=r"per-file limit \(--max-file-mib\).*model\.safetensors is"):
+        main(argv)
+    assert not out.exists() and not list(tmp_path.glob(".model.export.*"))
+    with pytest.raises(ExportError, match=r"over the 0\.001 MB limit \(--max-total-mb\)"):
+        export(**stages, out=out, max_total_mb=0.001)
+
+
+def test_refuses_parts_that_do_not_fit(stages, tmp_path):
+    flow = AcousticFlow(FlowConfig(semantic_vocab_size=64, acoustic_vocab_size=32, acoustic_per_semantic=2, dim=32,
+                                   num_layers=1, num_heads=4, intermediate_size=64, max_frames=400))
+    flow.save_pretrained(tmp_path / "flow")
+    with pytest.raises(ExportError, match="flow acoustic_vocab_size is 32 but the codec's is 64"):
+        export(**{**stages, "flow": tmp_path / "flow"}, out=tmp_path / "out")
+
+    codec = SAC.from_pretrained(stages["codec"])
+    codec.semantic_encoder.codebook.weight.data.add_(0.1)
+    codec.save_pretrained(tmp_path / "codec")
+    with pytest.raises(ExportError, match="semantic codebook differs from the tokenizer's"):
+        export(**{**stages, "codec": tmp_path / "codec"}, out=tmp_path / "out")
+
+    (tmp_path / "not_a_model" / "codec").mkdir(parents=True)  # e.g. --out . in the repository
+    with pytest.raises(ExportError, match="not a model folder"):
+        export(**stages, out=tmp_path / "not_a_model")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,103 @@
+"""Semantic-tokenizer training (codec/semantic_training.py, recipes/train_tokenizer.py) and the codec recipe's
+on-the-fly semantic ids and semantic-loss targets (recipes/codec_data.py with data.semantic_tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from codec.semantic_tokenizer import SemanticTokenizer
+from codec.semantic_training import CTC_ALPHABET, TokenizerTrainer, TokenizerTrainingConfig, ctc_labels
+
+TINY = {"d_model": 16, "encoder_attention_heads": 2, "encoder_ffn_dim": 32, "num_mel_bins": 16,
+        "max_source_positions": 1500, "encoder_causal_convolution": True, "quantize_position": 2,
+        "pooling_kernel_size": 4, "pooling_type": "avg", "pooling_position": 2, "quantize_vocab_size": 8}
+
+
+def tiny_trainer(restart_interval: int = 100) -> TokenizerTrainer:
+    torch.manual_seed(0)
+    return TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1, restart_interval=restart_interval))
+
+
+def write_corpus(folder: Path, count: int = 6) -> Path:
+    """Clips of two tones whose order spells the text ('ab' or 'ba'): learnable from audio alone."""
+    rows, sr = [], 16000
+    for i in range(count):
+        word = "ab" if i % 2 == 0 else "ba"
+        t = np.arange(sr // 2) / sr
+        parts = [0.3 * np.sin(2 * np.pi * (300 if c == "a" else 1200) * t) for c in word]
+        path = folder / f"u{i}.wav"
+        soundfile.write(path, np.concatenate(parts).astype(np.float32), sr)
+        rows.append({"id": f"u{i}", "audio": path.name, "text": word, "speaker": "s", "duration": 1.0})
+    manifest = folder / "train.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def test_ctc_labels_keep_letters_apostrophes_and_single_spaces():
+    assert ctc_labels("Don’t  STOP, 42 now!") == [CTC_ALPHABET.index(c) + 1 for c in "don't stop now"]
+    assert ctc_labels("...") == []
+
+
+def test_ids_and_frames_match_tokenize_and_pooling():
+    tokenizer = tiny_trainer().tokenizer.eval()
+    audio = np.random.default_rng(0).normal(0, 0.1, 20000).astype(np.float32)
+    ids, frames = tokenizer.ids_and_frames(audio)
+    assert np.array_equal(ids, tokenizer.tokenize([audio])[0].numpy())
+    assert frames.shape == (len(ids) * 4, 16)
+    hidden = torch.from_numpy(frames[: 4 * (len(ids) - 1)]).view(len(ids) - 1, 4, 16).mean(1)  # full windows
+    encoded = tokenizer.encode(torch.from_numpy(tokenizer.log_mel(audio))[None], torch.tensor([len(audio)]))
+    assert torch.allclose(encoded["hidden"][0, : len(ids) - 1], hidden, atol=1e-5)
+
+
+def test_dead_codes_restart_from_batch_vectors():
+    model = tiny_trainer(restart_interval=2)
+    z = torch.randn(5, 16)
+    model._update_codebook(z, torch.zeros(5, dtype=torch.long), seed=0)  # first call: codebook from z
+    assert all(any(torch.equal(row, v) for v in z) for row in model.tokenizer.codebook.weight)
+    for step in range(2):
+        model._update_codebook(z, torch.zeros(5, dtype=torch.long), seed=step)
+    assert model.restart_dead_codes(z, seed=1) == 7  # every code but 0 went unused twice
+    assert int(model.steps_since_used.max()) == 0
+
+
+def test_recipe_learns_and_exports_a_loadable_tokenizer(tmp_path):
+    from recipes.train_tokenizer import main
+
+    manifest = write_corpus(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "model": {"tokenizer": TINY, "post_layers": 1, "restart_interval": 20},
+        "data": {"train_manifest": str(manifest), "max_tokens": 200, "num_workers": 0,
+                 "feature_cache": str(tmp_path / "cache")},
+        "train": {"lr": 3e-3, "warmup_steps": 5, "max_steps": 60, "save_every": 30, "log_every": 10,
+                  "eval_every": 1000, "mixed_precision": "no"}}))
+    result = main(["--config", str(config), "--output-dir", str(tmp_path / "run")])
+    first, last = np.mean([result.losses[s] for s in range(1, 6)]), np.mean([result.losses[s] for s in range(56, 61)])
+    assert last < 0.5 * first, (first, last)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 6
+    tokenizer = SemanticTokenizer.from_pretrained(tmp_path / "run" / "final" / "semantic_tokenizer")
+    trained = TokenizerTrainer.from_pretrained(tmp_path / "run" / "final")
+    assert torch.equal(tokenizer.codebook.weight, trained.tokenizer.codebook.weight)
+    audio, _ = soundfile.read(tmp_path / "u0.wav", dtype="float32")
+    assert tokenizer.tokenize([audio])[0].shape == (13,)  # ceil(16000 / 1280)
+
+
+def test_codec_crops_make_ids_and_frames_with_a_tokenizer(tmp_path):
+    from recipes.codec_data import CodecCrops, DataConfig
+
+    manifest = write_corpus(tmp_path, count=2)
+    folder = tiny_trainer().export(tmp_path / "tok")
+    crops = CodecCrops(DataConfig(manifest=str(manifest), semantic_tokenizer=str(folder), segment_tokens=5))
+    example = crops[(0, 123)]
+    assert example["wav"].shape == (1, 5 * 1280) and example["semantic"].shape == (5,)
+    assert example["semantic_frames"].shape == (20, 16)
+    tokenizer = SemanticTokenizer.from_pretrained(folder)
+    from codec.audio import load_audio, preprocess
+    ids = tokenizer.tokenize([preprocess(load_audio(tmp_path / "u0.wav"))[0]])[0].numpy()
+    windows = [ids[s: s + 5] for s in range(len(ids) - 4)]
+    assert any(np.array_equal(w, example["semantic"].numpy()) for w in windows)
