@@ -44,7 +44,10 @@ class TokenizerTrainingConfig:
     ema_decay: float = 0.99  # GLM's quantize_ema_decay
     commit_weight: float = 0.25  # GLM's quantize_commit_coefficient
     vq_loss_scale: float = 10.0  # GLM's quantize_loss_scale
-    restart_interval: int = 100  # GLM's quantize_restart_interval, in optimizer steps
+    restart_interval: int = 100  # GLM's quantize_restart_interval, in training forwards
+    # GLM quantises an already trained Whisper; from scratch the CTC head first reads the unquantised encoder for
+    # this many training forwards (the codebook already follows it by EMA), or a random codebook starves it
+    quantize_after: int = 0
 
     def tokenizer_config(self) -> SemanticTokenizerConfig:
         return SemanticTokenizerConfig.from_hf_config(self.tokenizer)
@@ -72,6 +75,7 @@ class TokenizerTrainer(nn.Module):
         self.register_buffer("ema_weight", self.tokenizer.codebook.weight.detach().clone())
         self.register_buffer("steps_since_used", torch.zeros(vocab, dtype=torch.long))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("forwards", torch.zeros((), dtype=torch.long))  # training forwards so far
         layer_config = tc.whisper_layer_config()
         self.post_positions = nn.Embedding(tc.max_source_positions, dim)
         self.post = nn.ModuleList(WhisperEncoderLayer(layer_config) for _ in range(config.post_layers))
@@ -156,6 +160,10 @@ class TokenizerTrainer(nn.Module):
         quantized[valid] = codebook[ids].to(z.dtype)
         commit = F.mse_loss(z[valid], quantized[valid].detach(), reduction="sum") / z.shape[-1]
         z_q = z + (quantized - z).detach()  # straight-through
+        if self.training:
+            self.forwards += 1
+            if int(self.forwards) <= self.config.quantize_after:
+                z_q = z
         logits = self._ctc_logits(z_q, valid)  # [B, T50, C]
         frames = valid.sum(1) * self.tokenizer.pooling_kernel
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T50, B, C]

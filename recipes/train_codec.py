@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python recipes/train_codec.py`: make `r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import SAC, SACConfig
+from codec.semantic_tokenizer import SemanticTokenizer
 from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
@@ -69,6 +70,7 @@ class CodecTrainConfig:
     keep_last: int = 3
     mixed_precision: str = "no"  # the release trains in fp32
     output_dir: str | None = None
+    init_from: str | None = None  # a SAC model folder whose generator weights a fresh run starts from (fine-tuning)
     # what recipes.training.make_accelerator reads
     grad_accum: int = 1
 
@@ -248,6 +250,32 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
                     MultiScaleMelLoss(generator_sample_rate(model_config)).to(acc.device), ema, train)
 
 
+def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> None:
+    """A fresh run's generator: `init_from`'s weights when given; the semantic codebook is the tokenizer's, as in
+    SAC (the codec embeds the tokenizer's ids with the tokenizer's own VQ codebook, frozen)."""
+    generator = run.accelerator.unwrap_model(run.generator)
+    if train.init_from:
+        load_model(generator, str(Path(train.init_from) / "model.safetensors"), strict=True)
+    if data.semantic_tokenizer:
+        codebook = SemanticTokenizer.from_pretrained(data.semantic_tokenizer).codebook.weight
+        target = generator.semantic_encoder.codebook.weight
+        if codebook.shape != target.shape:
+            raise ValueError(f"the tokenizer {data.semantic_tokenizer} has a {tuple(codebook.shape)} codebook but the "
+                             f"codec config expects {tuple(target.shape)}: set model.semantic_vocab_size and "
+                             "model.semantic_dim to the tokenizer's quantize_vocab_size and d_model")
+        with torch.no_grad():
+            target.copy_(codebook)
+    if run.ema is not None:
+        run.ema.model.load_state_dict(generator.state_dict())
+
+
+def check_semantic_codebook(generator: SAC, tokenizer: str, checkpoint: str) -> None:
+    if not torch.equal(generator.semantic_encoder.codebook.weight.cpu(),
+                       SemanticTokenizer.from_pretrained(tokenizer).codebook.weight):
+        raise ValueError(f"{checkpoint} was trained with another semantic codebook than the tokenizer {tokenizer}'s; "
+                         "resume with the tokenizer it was started with")
+
+
 def generator_sample_rate(model_config: dict) -> int:
     return int(model_config.get("sample_rate", 16000))
 
@@ -262,6 +290,10 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     acc = run.accelerator
     resume = find_resume(args.resume, output_dir / "checkpoints")
     step = load_checkpoint(run, resume) if resume else 0
+    if not resume:
+        start_weights(run, train, data)
+    elif data.semantic_tokenizer:
+        check_semantic_codebook(acc.unwrap_model(run.generator), data.semantic_tokenizer, str(resume))
     if acc.is_main_process:
         (output_dir / "train_config.json").write_text(json.dumps(
             {"model": model_config, "data": asdict(data), "train": asdict(train)}, indent=2) + "\n")

@@ -101,3 +101,50 @@ def test_codec_crops_make_ids_and_frames_with_a_tokenizer(tmp_path):
     ids = tokenizer.tokenize([preprocess(load_audio(tmp_path / "u0.wav"))[0]])[0].numpy()
     windows = [ids[s: s + 5] for s in range(len(ids) - 4)]
     assert any(np.array_equal(w, example["semantic"].numpy()) for w in windows)
+
+
+def test_ctc_head_reads_the_unquantised_encoder_until_quantize_after():
+    import copy
+    import dataclasses
+
+    torch.manual_seed(0)
+    warm = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1, quantize_after=1)).train()
+    cold = copy.deepcopy(warm)
+    cold.config = dataclasses.replace(warm.config, quantize_after=0)
+    features = torch.from_numpy(warm.tokenizer.log_mel(np.random.default_rng(1).normal(0, 0.1, 12800)))[None]
+    batch = {"features": features, "num_samples": torch.tensor([12800]), "labels": torch.tensor([[1, 2]]),
+             "label_lengths": torch.tensor([2])}
+    first = [model.loss(**batch, seed=0)[0] for model in (warm, cold)]
+    assert not torch.allclose(first[0], first[1])  # warm read z itself, cold its codes
+    second = [model.loss(**batch, seed=1)[0] for model in (warm, cold)]
+    assert torch.allclose(second[0], second[1])  # both through the codebook now
+    assert int(warm.forwards) == 2
+
+
+def test_codec_recipe_embeds_ids_with_the_tokenizers_codebook(tmp_path):
+    import pytest
+
+    from codec import SAC
+    from recipes import train_codec
+
+    manifest = write_corpus(tmp_path, count=2)
+    folder = tiny_trainer().export(tmp_path / "tok")
+    config = json.loads(Path("recipes/configs/codec_tiny.json").read_text())
+    config["model"].update(semantic_vocab_size=8, semantic_dim=16)
+    config["data"].update(manifest=str(manifest), semantic_tokenizer=str(folder))
+    config["train"].update(max_steps=2, generator_warmup_steps=10)
+    (tmp_path / "codec.json").write_text(json.dumps(config))
+    args = ["--config", str(tmp_path / "codec.json"), "--output-dir", str(tmp_path / "run")]
+    out = train_codec.main(args)
+    codebook = SemanticTokenizer.from_pretrained(folder).codebook.weight
+    for part in ("final", "final/ema"):
+        assert torch.equal(SAC.from_pretrained(out / part).semantic_encoder.codebook.weight, codebook)
+    # fine-tuning starts from a model folder's weights (here: the run just made), codebook still the tokenizer's
+    tuned = train_codec.main(["--config", str(tmp_path / "codec.json"), "--output-dir", str(tmp_path / "tuned"),
+                              "--init-from", str(out / "final"), "--max-steps", "1"])
+    assert torch.equal(SAC.from_pretrained(tuned / "final").semantic_encoder.codebook.weight, codebook)
+    other = tiny_trainer()
+    torch.nn.init.normal_(other.tokenizer.codebook.weight)
+    with pytest.raises(ValueError, match="another semantic codebook"):
+        train_codec.main(args + ["--resume", "auto", "--max-steps", "3",
+                                 "--semantic-tokenizer", str(other.export(tmp_path / "other"))])
