@@ -56,7 +56,7 @@ class TokenizerTrainingConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TokenizerTrainingConfig":
+    def from_dict(cls, values: dict) -> TokenizerTrainingConfig:
         return cls(**values)
 
 
@@ -90,7 +90,7 @@ class TokenizerTrainer(nn.Module):
         save_model(self, str(folder / "model.safetensors"))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "TokenizerTrainer":
+    def from_pretrained(cls, folder: str | Path) -> TokenizerTrainer:
         folder = Path(folder)
         model = cls(TokenizerTrainingConfig.from_dict(json.loads((folder / "config.json").read_text())))
         load_model(model, str(folder / "model.safetensors"), strict=True)
@@ -98,9 +98,7 @@ class TokenizerTrainer(nn.Module):
 
     def export(self, folder: str | Path) -> Path:
         """The tokenizer alone, in the released layout (`SemanticTokenizer.from_pretrained` reads it)."""
-        import copy
-        tokenizer = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
-        return tokenizer.save_pretrained(folder)
+        return self.tokenizer.save_pretrained(folder)
 
     # ---- VQ ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -149,15 +147,11 @@ class TokenizerTrainer(nn.Module):
         """
         encoded = self.tokenizer.encode(features, num_samples)
         z, valid = encoded["hidden"], encoded["valid"]  # [B, T, D], [B, T]
-        codebook = self.tokenizer.codebook.weight
-        flat = z[valid].float()
-        ids = self.tokenizer._nearest_code(flat.detach().to(codebook.dtype))
         if self.training:
-            self._update_codebook(flat.detach(), ids, seed)
-            self.restart_dead_codes(flat.detach(), seed)
-            ids = self.tokenizer._nearest_code(flat.detach().to(codebook.dtype))
-        quantized = torch.zeros_like(z)
-        quantized[valid] = codebook[ids].to(z.dtype)
+            flat = z[valid].detach().float()
+            self._update_codebook(flat, self.tokenizer._nearest_code(flat), seed)
+            self.restart_dead_codes(flat, seed)
+        quantized = self._quantize(z, valid)  # with the codebook as updated
         commit = F.mse_loss(z[valid], quantized[valid].detach(), reduction="sum") / z.shape[-1]
         z_q = z + (quantized - z).detach()  # straight-through
         if self.training:
@@ -171,6 +165,13 @@ class TokenizerTrainer(nn.Module):
         chars = label_lengths.sum()
         vq = self.config.vq_loss_scale * self.config.commit_weight * commit * chars / valid.sum().clamp(min=1)
         return ctc + vq, chars, commit.detach()
+
+    def _quantize(self, z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """z [B, T, D] -> its nearest codes [B, T, D] (zeros where not valid)."""
+        codebook = self.tokenizer.codebook.weight
+        quantized = torch.zeros_like(z)
+        quantized[valid] = codebook[self.tokenizer._nearest_code(z[valid].detach().to(codebook.dtype))].to(z.dtype)
+        return quantized
 
     def _ctc_logits(self, z_q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Tokens z_q [B, T, D] -> CTC logits [B, T·k, C] at the encoder frame rate."""
@@ -188,10 +189,8 @@ class TokenizerTrainer(nn.Module):
     def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor) -> list[str]:
         """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation)."""
         encoded = self.tokenizer.encode(features, num_samples)
-        z, valid = encoded["hidden"], encoded["valid"]
-        ids = torch.zeros(valid.shape, dtype=torch.long, device=z.device)
-        ids[valid] = self.tokenizer._nearest_code(z[valid].to(self.tokenizer.codebook.weight.dtype))
-        quantized = self.tokenizer.codebook.weight[ids].to(z.dtype)
+        valid = encoded["valid"]
+        quantized = self._quantize(encoded["hidden"], valid)
         best = self._ctc_logits(quantized, valid).argmax(-1)  # [B, T50]
         frames = (valid.sum(1) * self.tokenizer.pooling_kernel).tolist()
         texts = []

@@ -190,6 +190,12 @@ def check_token_codec(sources: Sequence[str | None], codec: str) -> None:
             check_codec(read_meta(shard_folder(source)), codec, str(source))
 
 
+def describe_dropped(dropped: dict[str, list[str]]) -> str:
+    """One line per reason an example set dropped utterances (reason -> ids), '' when nothing was dropped."""
+    return "\n".join(f"dropped {len(ids)} utterance(s): {reason} (e.g. {', '.join(ids[:5])})"
+                     for reason, ids in dropped.items() if ids)
+
+
 def split_eval(utterances: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, eval): a seeded random `fraction` of the utterances held out, order otherwise kept."""
     if not 0 < fraction < 1:

@@ -36,6 +36,7 @@ from recipes.data import (
     ManifestDataConfig,
     ManifestError,
     check_ids,
+    describe_dropped,
     group_by_speaker,
     id_list,
     other_utterance,
@@ -171,8 +172,7 @@ class SemanticLMDataset(Dataset):
 
     def describe_dropped(self) -> str:
         """One line per reason, '' when nothing was dropped."""
-        return "\n".join(f"dropped {len(ids)} utterance(s): {reason} (e.g. {', '.join(ids[:5])})"
-                         for reason, ids in self.dropped.items() if ids)
+        return describe_dropped(self.dropped)
 
 
 def collate(examples: Sequence[Example]) -> dict[str, torch.Tensor]:

@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 from codec.audio import load_audio, volume_normalize
 from codec.semantic_tokenizer import whisper_feature_extractor
 from codec.semantic_training import ctc_labels
-from recipes.data import ManifestDataConfig, ManifestError, read_jsonl_manifest, require_text
+from recipes.data import ManifestDataConfig, ManifestError, describe_dropped, read_jsonl_manifest, require_text
 
-FRAME_RATE_HZ = 50  # encoder frames (Whisper's 100 Hz mel after the stride-2 conv)
+SAMPLES_PER_FRAME = 320  # one encoder frame: Whisper's 100 Hz mel after the stride-2 conv is 50 Hz
 HOP = 1280  # samples per token: log-mels are padded to a multiple of it, as in token extraction
 
 
@@ -70,7 +70,7 @@ class CTCDataset(Dataset):
         self.items: list[tuple[Utterance, np.ndarray, int]] = []
         for u in utterances:
             labels = np.asarray(ctc_labels(u.text), dtype=np.int64)
-            frames = int(np.ceil(u.seconds * 16000 / HOP)) * HOP // 320
+            frames = int(np.ceil(u.seconds * 16000 / HOP)) * HOP // SAMPLES_PER_FRAME
             if len(labels) == 0:
                 self.dropped["no letters in the text"].append(u.id)
             elif u.seconds > data.max_seconds:
@@ -120,8 +120,7 @@ class CTCDataset(Dataset):
         return {"features": mel, "num_samples": num_samples, "labels": labels}
 
     def describe_dropped(self) -> str:
-        return "\n".join(f"dropped {len(ids)} utterance(s): {reason} (e.g. {', '.join(ids[:5])})"
-                         for reason, ids in self.dropped.items() if ids)
+        return describe_dropped(self.dropped)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -36,9 +36,9 @@ if __package__ in (None, ""):  # run as `python recipes/train_codec.py`: make `r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import SAC, SACConfig
-from codec.semantic_tokenizer import SemanticTokenizer
 from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from codec.semantic_tokenizer import SemanticTokenizer
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
 from recipes.training import _section, make_accelerator
 

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python recipes/train_tokenizer.py`: mak
 
 from codec.semantic_training import TokenizerTrainer, TokenizerTrainingConfig
 from recipes.data import train_and_eval
-from recipes.tokenizer_data import CTCDataset, DataConfig, collate, read_manifest
+from recipes.tokenizer_data import SAMPLES_PER_FRAME, CTCDataset, DataConfig, collate, read_manifest
 from recipes.training import Batch, Task, TrainResult, parse_args, start_run, train_task
 
 
@@ -32,7 +32,7 @@ def tokenizer_loss(model: TokenizerTrainer, seed: int, **batch: torch.Tensor) ->
 
 def tokenizer_counts(batch: Batch) -> tuple[int, int]:
     """(characters scored, 50 Hz frames in)."""
-    return int(batch["label_lengths"].sum()), int(batch["num_samples"].sum()) // 320
+    return int(batch["label_lengths"].sum()), int(batch["num_samples"].sum()) // SAMPLES_PER_FRAME
 
 
 def metrics(sums: torch.Tensor) -> dict[str, float]:
