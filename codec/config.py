@@ -53,6 +53,9 @@ class SACConfig:
     acoustic_latent_dim: int = 1024
     codebook_size: int = 16384
     codebook_dim: int = 8
+    # Training only: codes used less than this (EMA of per-step counts) are revived from the batch. The released
+    # 2 revives most of a 16384 codebook every step at its batch; small batches want a lower one.
+    dead_code_threshold: float = 2.0
     prenet: ConvNeXtStackConfig = field(
         default_factory=lambda: ConvNeXtStackConfig(2048, 768, 2048, 12, 1024, [1, 2]))
     decoder_channels: int = 1536
@@ -189,6 +192,7 @@ class SACConfig:
             acoustic_latent_dim=int(encoder["latent_dim"]),
             codebook_size=int(quantizer["codebook_size"]),
             codebook_dim=int(quantizer["codebook_dim"]),
+            dead_code_threshold=float(quantizer.get("threshold_ema_dead_code", 2.0)),
             prenet=stack(prenet, [1, 1]),
             decoder_channels=int(decoder["channels"]),
             decoder_rates=[int(r) for r in decoder["rates"]],

@@ -29,7 +29,8 @@ class SAC(nn.Module):
         self.semantic_adapter = ConvNeXtUpsampler(c.semantic_adapter)
         self.acoustic_encoder = AcousticEncoder(c.acoustic_encoder_dim, c.acoustic_encoder_rates,
                                                 c.acoustic_latent_dim)
-        self.acoustic_quantizer = FactorizedVQ(c.acoustic_latent_dim, c.codebook_size, c.codebook_dim)
+        self.acoustic_quantizer = FactorizedVQ(c.acoustic_latent_dim, c.codebook_size, c.codebook_dim,
+                                               dead_code_threshold=c.dead_code_threshold)
         self.prenet = ConvNeXtUpsampler(c.prenet)
         self.acoustic_decoder = WaveGenerator(c.prenet.output_channels, c.decoder_channels, c.decoder_rates,
                                               c.decoder_kernel_sizes)
@@ -120,14 +121,15 @@ class SAC(nn.Module):
             return self.acoustic_decoder(x)
 
     # ---- training ------------------------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training pass. wav [B, 1, L] preprocessed, semantic_ids [B, L / semantic_hop].
+    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Training pass. wav [B, 1, L] preprocessed, semantic_ids [B, L / semantic_hop]; `seed` for the VQ's
+        dead-code revival.
 
         Returns recon [B, 1, L], acoustic_ids [B, Ta], vq_loss [B], and when the training heads exist
         semantic_pred [B, semantic_dim, T_decoder] and speaker_pred [B, D_speaker].
         """
         latent = self.acoustic_encoder(wav)
-        acoustic, acoustic_ids, vq_loss = self.acoustic_quantizer(latent)
+        acoustic, acoustic_ids, vq_loss = self.acoustic_quantizer(latent, seed)
         semantic = self.embed_semantic(semantic_ids)
         x = self.prenet(torch.cat([semantic, acoustic], dim=1))
         out = {"recon": self.acoustic_decoder(x), "acoustic_ids": acoustic_ids, "vq_loss": vq_loss}

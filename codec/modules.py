@@ -207,10 +207,11 @@ class FactorizedVQ(nn.Module):
     """
 
     def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int,
-                 commitment: float = 0.25, codebook_loss_weight: float = 4.0):
+                 commitment: float = 0.25, codebook_loss_weight: float = 4.0, dead_code_threshold: float = 2.0):
         super().__init__()
         self.codebook_size = codebook_size
         self.commitment, self.codebook_loss_weight = commitment, codebook_loss_weight
+        self.dead_code_threshold = dead_code_threshold
         self.in_project = wn_conv1d(input_dim, codebook_dim, kernel_size=1)
         self.out_project = wn_conv1d(codebook_dim, input_dim, kernel_size=1)
         self.codebook = nn.Embedding(codebook_size, codebook_dim)
@@ -234,15 +235,47 @@ class FactorizedVQ(nn.Module):
         """ids [B, T] -> [B, C, T] (codebook lookup + out-projection)."""
         return self.out_project(self.codebook(ids).transpose(1, 2))
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: returns (z_q [B, C, T], ids [B, T], vq_loss [B]) with a straight-through estimator."""
+    def forward(self, z: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: returns (z_q [B, C, T], ids [B, T], vq_loss [B]) with a straight-through estimator.
+
+        In training mode the dead codes are then revived from this batch (`seed` draws which latents).
+        """
         z_e = self.in_project(z)
         ids = self.nearest_codes(z_e)
         z_q = self.codebook(ids).transpose(1, 2)
         commit = F.mse_loss(z_e, z_q.detach(), reduction="none").mean([1, 2]) * self.commitment
         codebook = F.mse_loss(z_q, z_e.detach(), reduction="none").mean([1, 2]) * self.codebook_loss_weight
+        if self.training:
+            self.revive_dead_codes(z_e.detach(), ids, seed)
         z_q = z_e + (z_q - z_e).detach()
         return self.out_project(z_q), ids, commit + codebook
+
+    @torch.no_grad()
+    def revive_dead_codes(self, z_e: torch.Tensor, ids: torch.Tensor, seed: int | None) -> int:
+        """The released `forced_activation`: codes whose usage EMA `cluster_size` is under `dead_code_threshold`
+        jump to random latents z_e [B, d, T] of this batch, then the EMA takes this batch's counts of ids [B, T].
+
+        Without it the raw (un-normalised) codes drift away from the encoder's scale and the VQ loss grows. As
+        `cluster_size` starts at zero, the first call puts the whole codebook on data. Returns how many revived.
+        """
+        latents = z_e.transpose(1, 2).reshape(-1, z_e.shape[1])  # [N, d]
+        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).to(self.cluster_size.dtype)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:  # every rank must keep the same codebook: rank 0's revival wins, usage is global
+            torch.distributed.all_reduce(counts)
+        dead = torch.nonzero(self.cluster_size < self.dead_code_threshold).flatten()
+        if len(dead):
+            generator = torch.Generator(device=latents.device)
+            if seed is not None:
+                generator.manual_seed(seed)
+            else:
+                generator.seed()
+            pick = torch.randint(0, latents.shape[0], (len(dead),), generator=generator, device=latents.device)
+            self.codebook.weight[dead] = latents[pick].to(self.codebook.weight.dtype)
+            if distributed:
+                torch.distributed.broadcast(self.codebook.weight.data, 0)
+        self.cluster_size.mul_(0.99).add_(counts, alpha=0.01)
+        return len(dead)
 
 
 class SpeakerPredictor(nn.Module):

@@ -158,7 +158,7 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
     """One iteration (`step` counts from 1): D step (after warm-up), then G step."""
     acc, t = run.accelerator, run.train
     wav, adversarial = batch["wav"], step > t.generator_warmup_steps
-    out = run.generator(wav, batch["semantic"])
+    out = run.generator(wav, batch["semantic"], seed=t.seed * 1_000_003 + step)
     recon, stats = out["recon"], {}
     target = wav[..., :recon.shape[-1]]
     if adversarial:

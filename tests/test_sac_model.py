@@ -190,3 +190,28 @@ def test_training_forward_returns_losses_and_heads():
     assert out["recon"].shape == (2, 1, 2560) and out["vq_loss"].shape == (2,)
     assert out["semantic_pred"].shape == (2, 32, 8) and out["speaker_pred"].shape == (2, 192)
     out["recon"].sum().backward()
+
+
+def test_vq_revives_dead_codes_from_the_batch_repeatably():
+    from codec.modules import FactorizedVQ
+
+    def revived(seed):
+        torch.manual_seed(0)
+        vq = FactorizedVQ(16, codebook_size=32, codebook_dim=4, dead_code_threshold=0.05)
+        z = torch.randn(2, 16, 10)
+        vq.train()
+        vq(z, seed=seed)  # cluster_size starts at zero: every code is put on a latent of this batch
+        latents = vq.in_project(z).detach().transpose(1, 2).reshape(-1, 4)
+        return vq, latents
+
+    vq, latents = revived(seed=1)
+    distance = torch.cdist(vq.codebook.weight.detach(), latents).min(1).values
+    assert torch.all(distance < 1e-3)  # cdist rounding
+    assert torch.equal(vq.codebook.weight, revived(seed=1)[0].codebook.weight)
+    assert not torch.equal(vq.codebook.weight, revived(seed=2)[0].codebook.weight)
+    used = vq.cluster_size > 0
+    assert used.sum() >= 1 and torch.all(vq.cluster_size[used] >= 0.01)
+    vq.eval()
+    before = vq.codebook.weight.clone()
+    vq(torch.randn(2, 16, 10) * 100)  # evaluation never touches the codebook
+    assert torch.equal(vq.codebook.weight, before)
