@@ -48,6 +48,10 @@ class TokenizerTrainingConfig:
     # GLM quantises an already trained Whisper; from scratch the CTC head first reads the unquantised encoder for
     # this many training forwards (the codebook already follows it by EMA), or a random codebook starves it
     quantize_after: int = 0
+    # Weight of a second CTC head read straight from the 50 Hz frames entering the pooling. From scratch the only
+    # path to the letters runs through pooling, the codebook and `post_layers`, and a small model sat for
+    # thousands of steps at the letter-frequency plateau; this short path gives the encoder a direct signal.
+    aux_ctc_weight: float = 0.0
 
     def tokenizer_config(self) -> SemanticTokenizerConfig:
         return SemanticTokenizerConfig.from_hf_config(self.tokenizer)
@@ -81,6 +85,9 @@ class TokenizerTrainer(nn.Module):
         self.post = nn.ModuleList(WhisperEncoderLayer(layer_config) for _ in range(config.post_layers))
         self.post_norm = nn.LayerNorm(dim)
         self.ctc_head = nn.Linear(dim, len(CTC_ALPHABET) + 1)
+        if config.aux_ctc_weight > 0:
+            self.aux_norm = nn.LayerNorm(dim)
+            self.aux_ctc_head = nn.Linear(dim, len(CTC_ALPHABET) + 1)
 
     # ---- folders -----------------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> None:
@@ -159,9 +166,12 @@ class TokenizerTrainer(nn.Module):
             if int(self.forwards) <= self.config.quantize_after:
                 z_q = z
         logits = self._ctc_logits(z_q, valid)  # [B, T50, C]
-        frames = valid.sum(1) * self.tokenizer.pooling_kernel
-        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T50, B, C]
-        ctc = F.ctc_loss(log_probs, labels, frames, label_lengths, blank=0, reduction="sum", zero_infinity=True)
+        ctc = _ctc(logits, valid.sum(1) * self.tokenizer.pooling_kernel, labels, label_lengths)
+        if self.config.aux_ctc_weight > 0:
+            frames = encoded["frames"]  # [B, T50, D], before pooling
+            aux_logits = self.aux_ctc_head(self.aux_norm(frames))
+            ctc = ctc + self.config.aux_ctc_weight * _ctc(aux_logits, encoded["frames_valid"].sum(1), labels,
+                                                          label_lengths)
         chars = label_lengths.sum()
         vq = self.config.vq_loss_scale * self.config.commit_weight * commit * chars / valid.sum().clamp(min=1)
         return ctc + vq, chars, commit.detach()
@@ -202,3 +212,9 @@ class TokenizerTrainer(nn.Module):
                 previous = symbol
             texts.append(" ".join("".join(chars).split()))
         return texts
+
+
+def _ctc(logits: torch.Tensor, frames: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:
+    """Summed CTC of logits [B, T, C] with frames [B] real rows against labels [B, L] (blank = 0)."""
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
+    return F.ctc_loss(log_probs, labels, frames, label_lengths, blank=0, reduction="sum", zero_infinity=True)

@@ -148,3 +148,16 @@ def test_codec_recipe_embeds_ids_with_the_tokenizers_codebook(tmp_path):
     with pytest.raises(ValueError, match="another semantic codebook"):
         train_codec.main(args + ["--resume", "auto", "--max-steps", "3",
                                  "--semantic-tokenizer", str(other.export(tmp_path / "other"))])
+
+
+def test_auxiliary_ctc_head_trains_the_encoder_before_pooling():
+    torch.manual_seed(0)
+    model = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1, aux_ctc_weight=0.5)).train()
+    features = torch.from_numpy(model.tokenizer.log_mel(np.random.default_rng(1).normal(0, 0.1, 12800)))[None]
+    batch = {"features": features, "num_samples": torch.tensor([12800]), "labels": torch.tensor([[1, 2]]),
+             "label_lengths": torch.tensor([2])}
+    model.loss(**batch, seed=0)[0].backward()
+    assert model.aux_ctc_head.weight.grad.abs().sum() > 0
+    plain = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1))
+    assert not any("aux" in name for name in plain.state_dict())  # the head exists only when weighted
+    assert not any("aux" in name for name in model.tokenizer.state_dict())  # and is never exported
