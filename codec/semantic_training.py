@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer, sinusoids
 
 from .semantic_tokenizer import SemanticTokenizer, SemanticTokenizerConfig
 
@@ -82,6 +82,11 @@ class TokenizerTrainer(nn.Module):
         self.register_buffer("forwards", torch.zeros((), dtype=torch.long))  # training forwards so far
         layer_config = tc.whisper_layer_config()
         self.post_positions = nn.Embedding(tc.max_source_positions, dim)
+        # Whisper's positions are fixed sinusoids. Learned ones start as N(0, 1) noise three times the size of the
+        # conv features: the ids then spelled the position, not the speech, and CTC sat on its plateau.
+        for positions in (self.tokenizer.embed_positions, self.post_positions):
+            positions.weight.data.copy_(sinusoids(*positions.weight.shape))
+            positions.requires_grad_(False)
         self.post = nn.ModuleList(WhisperEncoderLayer(layer_config) for _ in range(config.post_layers))
         self.post_norm = nn.LayerNorm(dim)
         self.ctc_head = nn.Linear(dim, len(CTC_ALPHABET) + 1)

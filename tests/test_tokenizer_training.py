@@ -161,3 +161,12 @@ def test_auxiliary_ctc_head_trains_the_encoder_before_pooling():
     plain = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1))
     assert not any("aux" in name for name in plain.state_dict())  # the head exists only when weighted
     assert not any("aux" in name for name in model.tokenizer.state_dict())  # and is never exported
+
+
+def test_positions_are_whisper_sinusoids_and_stay_fixed():
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    model = tiny_trainer()
+    for positions in (model.tokenizer.embed_positions, model.post_positions):
+        assert torch.equal(positions.weight, sinusoids(*positions.weight.shape))
+        assert not positions.weight.requires_grad
