@@ -52,6 +52,10 @@ class TokenizerTrainingConfig:
     # path to the letters runs through pooling, the codebook and `post_layers`, and a small model sat for
     # thousands of steps at the letter-frequency plateau; this short path gives the encoder a direct signal.
     aux_ctc_weight: float = 0.0
+    # The encoder's sinusoid positions are scaled by this at initialisation (the quantiser reads its residual
+    # stream, where full-size positions swamp a fresh model's small content features). The positions after the
+    # quantiser stay full size: they tell apart the k copies of each token.
+    position_scale: float = 1.0
 
     def tokenizer_config(self) -> SemanticTokenizerConfig:
         return SemanticTokenizerConfig.from_hf_config(self.tokenizer)
@@ -82,10 +86,10 @@ class TokenizerTrainer(nn.Module):
         self.register_buffer("forwards", torch.zeros((), dtype=torch.long))  # training forwards so far
         layer_config = tc.whisper_layer_config()
         self.post_positions = nn.Embedding(tc.max_source_positions, dim)
-        # Whisper's positions are fixed sinusoids. Learned ones start as N(0, 1) noise three times the size of the
-        # conv features: the ids then spelled the position, not the speech, and CTC sat on its plateau.
-        for positions in (self.tokenizer.embed_positions, self.post_positions):
-            positions.weight.data.copy_(sinusoids(*positions.weight.shape))
+        # Whisper's positions are fixed sinusoids; learned ones would start as N(0, 1) noise three times the size of
+        # the conv features. Either way a fresh encoder's quantiser input is mostly position (see recipes/README.md).
+        for positions, scale in ((self.tokenizer.embed_positions, config.position_scale), (self.post_positions, 1.0)):
+            positions.weight.data.copy_(sinusoids(*positions.weight.shape) * scale)
             positions.requires_grad_(False)
         self.post = nn.ModuleList(WhisperEncoderLayer(layer_config) for _ in range(config.post_layers))
         self.post_norm = nn.LayerNorm(dim)

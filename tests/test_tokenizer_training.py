@@ -170,3 +170,7 @@ def test_positions_are_whisper_sinusoids_and_stay_fixed():
     for positions in (model.tokenizer.embed_positions, model.post_positions):
         assert torch.equal(positions.weight, sinusoids(*positions.weight.shape))
         assert not positions.weight.requires_grad
+    scaled = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1, position_scale=0.1))
+    encoder, post = scaled.tokenizer.embed_positions.weight, scaled.post_positions.weight
+    assert torch.allclose(encoder, sinusoids(*encoder.shape) * 0.1)
+    assert torch.equal(post, sinusoids(*post.shape))  # the copies of a token still need telling apart
