@@ -205,13 +205,20 @@ class TokenizerTrainer(nn.Module):
         return self.ctc_head(self.post_norm(hidden))
 
     @torch.no_grad()
-    def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor) -> list[str]:
-        """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation)."""
+    def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor, aux: bool = False) -> list[str]:
+        """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation). `aux`: read the
+        auxiliary head on the frames before pooling instead (what the encoder knows before the bottleneck)."""
         encoded = self.tokenizer.encode(features, num_samples)
-        valid = encoded["valid"]
-        quantized = self._quantize(encoded["hidden"], valid)
-        best = self._ctc_logits(quantized, valid).argmax(-1)  # [B, T50]
-        frames = (valid.sum(1) * self.tokenizer.pooling_kernel).tolist()
+        if aux:
+            if self.config.aux_ctc_weight <= 0:
+                raise ValueError("this model has no auxiliary CTC head (aux_ctc_weight is 0)")
+            best = self.aux_ctc_head(self.aux_norm(encoded["frames"])).argmax(-1)  # [B, T50]
+            frames = encoded["frames_valid"].sum(1).tolist()
+        else:
+            valid = encoded["valid"]
+            quantized = self._quantize(encoded["hidden"], valid)
+            best = self._ctc_logits(quantized, valid).argmax(-1)  # [B, T50]
+            frames = (valid.sum(1) * self.tokenizer.pooling_kernel).tolist()
         texts = []
         for row, count in zip(best.tolist(), frames):
             chars, previous = [], 0
@@ -221,7 +228,6 @@ class TokenizerTrainer(nn.Module):
                 previous = symbol
             texts.append(" ".join("".join(chars).split()))
         return texts
-
 
 def _ctc(logits: torch.Tensor, frames: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:
     """Summed CTC of logits [B, T, C] with frames [B] real rows against labels [B, L] (blank = 0)."""

@@ -174,3 +174,20 @@ def test_positions_are_whisper_sinusoids_and_stay_fixed():
     encoder, post = scaled.tokenizer.embed_positions.weight, scaled.post_positions.weight
     assert torch.allclose(encoder, sinusoids(*encoder.shape) * 0.1)
     assert torch.equal(post, sinusoids(*post.shape))  # the copies of a token still need telling apart
+
+
+def test_check_tokenizer_reads_out_the_runs_held_out_utterances(tmp_path):
+    from recipes.check_tokenizer import edit_distance, main as check
+    from recipes.train_tokenizer import main as train
+
+    assert edit_distance(list("kitten"), list("sitting")) == 3 and edit_distance([], list("ab")) == 2
+    manifest = write_corpus(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "model": {"tokenizer": TINY, "post_layers": 1, "aux_ctc_weight": 0.5},
+        "data": {"train_manifest": str(manifest), "eval_fraction": 0.34, "max_tokens": 200, "num_workers": 0},
+        "train": {"lr": 3e-3, "warmup_steps": 2, "max_steps": 4, "eval_every": 1000, "mixed_precision": "no"}}))
+    train(["--config", str(config), "--output-dir", str(tmp_path / "run")])
+    report = check([str(tmp_path / "run" / "final"), "--json", str(tmp_path / "report.json")])
+    assert report["utterances"] == 2 and 0 <= report["cer"] and 0 <= report["aux_cer"]
+    assert json.loads((tmp_path / "report.json").read_text())["cer"] == report["cer"]
