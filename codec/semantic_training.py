@@ -229,6 +229,7 @@ class TokenizerTrainer(nn.Module):
             texts.append(" ".join("".join(chars).split()))
         return texts
 
+
 def _ctc(logits: torch.Tensor, frames: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:
     """Summed CTC of logits [B, T, C] with frames [B] real rows against labels [B, L] (blank = 0)."""
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]

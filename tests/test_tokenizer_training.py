@@ -177,7 +177,8 @@ def test_positions_are_whisper_sinusoids_and_stay_fixed():
 
 
 def test_check_tokenizer_reads_out_the_runs_held_out_utterances(tmp_path):
-    from recipes.check_tokenizer import edit_distance, main as check
+    from recipes.check_tokenizer import edit_distance
+    from recipes.check_tokenizer import main as check
     from recipes.train_tokenizer import main as train
 
     assert edit_distance(list("kitten"), list("sitting")) == 3 and edit_distance([], list("ab")) == 2
