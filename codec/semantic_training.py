@@ -177,10 +177,8 @@ class TokenizerTrainer(nn.Module):
         logits = self._ctc_logits(z_q, valid)  # [B, T50, C]
         ctc = _ctc(logits, valid.sum(1) * self.tokenizer.pooling_kernel, labels, label_lengths)
         if self.config.aux_ctc_weight > 0:
-            frames = encoded["frames"]  # [B, T50, D], before pooling
-            aux_logits = self.aux_ctc_head(self.aux_norm(frames))
-            ctc = ctc + self.config.aux_ctc_weight * _ctc(aux_logits, encoded["frames_valid"].sum(1), labels,
-                                                          label_lengths)
+            ctc = ctc + self.config.aux_ctc_weight * _ctc(self._aux_logits(encoded["frames"]),
+                                                          encoded["frames_valid"].sum(1), labels, label_lengths)
         chars = label_lengths.sum()
         vq = self.config.vq_loss_scale * self.config.commit_weight * commit * chars / valid.sum().clamp(min=1)
         return ctc + vq, chars, commit.detach()
@@ -204,6 +202,10 @@ class TokenizerTrainer(nn.Module):
             hidden = layer(hidden, mask)
         return self.ctc_head(self.post_norm(hidden))
 
+    def _aux_logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames before pooling [B, T50, D] -> the auxiliary head's CTC logits [B, T50, C]."""
+        return self.aux_ctc_head(self.aux_norm(frames))
+
     @torch.no_grad()
     def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor, aux: bool = False) -> list[str]:
         """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation). `aux`: read the
@@ -212,7 +214,7 @@ class TokenizerTrainer(nn.Module):
         if aux:
             if self.config.aux_ctc_weight <= 0:
                 raise ValueError("this model has no auxiliary CTC head (aux_ctc_weight is 0)")
-            best = self.aux_ctc_head(self.aux_norm(encoded["frames"])).argmax(-1)  # [B, T50]
+            best = self._aux_logits(encoded["frames"]).argmax(-1)  # [B, T50]
             frames = encoded["frames_valid"].sum(1).tolist()
         else:
             valid = encoded["valid"]
