@@ -111,7 +111,7 @@ def released_state_dict(ckpt_path: str | Path, *, prefer_ema: bool = True) -> di
     cleaned = {}
     for key, value in state.items():
         for prefix in ("ema_model.", "module."):
-            key = key[len(prefix):] if key.startswith(prefix) else key
+            key = key.removeprefix(prefix)
         if key in _BOOKKEEPING_KEYS or key.startswith(_BOOKKEEPING_PREFIXES):
             continue
         cleaned[key] = value

@@ -9,8 +9,8 @@ from a single one (~1e-8 in the audio), which can flip an id only at an exact ne
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import soxr
@@ -67,7 +67,7 @@ class SpeechCodec:
     @classmethod
     def from_pretrained(cls, codec: str | Path, *, codec_config: str | Path | None = None,
                         semantic_tokenizer: str | Path | None = None, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> "SpeechCodec":
+                        device: str | torch.device = "cpu") -> SpeechCodec:
         """Load the codec (our folder, a released `.pt`, or a hub id) and, if given, the semantic tokenizer.
 
         A folder in our format may hold the tokenizer as `semantic_tokenizer/`; without one, only `decode` works.

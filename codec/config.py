@@ -123,12 +123,12 @@ class SACConfig:
 
     # ---- presets -------------------------------------------------------------------------------------------
     @classmethod
-    def layout_37_5(cls, **overrides: Any) -> "SACConfig":
+    def layout_37_5(cls, **overrides: Any) -> SACConfig:
         """The released SAC-16k-37_5Hz layout (acoustic hop 640, 25 Hz)."""
         return cls(**overrides)
 
     @classmethod
-    def layout_62_5(cls, **overrides: Any) -> "SACConfig":
+    def layout_62_5(cls, **overrides: Any) -> SACConfig:
         """The released SAC-16k-62_5Hz layout (acoustic hop 320, 50 Hz)."""
         base = dict(
             semantic_adapter=ConvNeXtStackConfig(1280, 384, 2048, 12, 1024, [2, 2]),
@@ -138,7 +138,7 @@ class SACConfig:
         base.update(overrides)
         return cls(**base)
 
-    def without_training_heads(self) -> "SACConfig":
+    def without_training_heads(self) -> SACConfig:
         return dataclasses.replace(self, semantic_decoder=None, speaker_predictor=None)
 
     # ---- serialisation -------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class SACConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SACConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SACConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -157,11 +157,11 @@ class SACConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "SACConfig":
+    def load(cls, path: str | Path) -> SACConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     @classmethod
-    def from_released_yaml(cls, yaml_cfg: dict[str, Any], *, semantic_vocab_size: int) -> "SACConfig":
+    def from_released_yaml(cls, yaml_cfg: dict[str, Any], *, semantic_vocab_size: int) -> SACConfig:
         """Map the released hydra YAML (`configs/sac_16k_*.yaml`) onto a config.
 
         The YAML does not state the semantic vocabulary (it lives in the GLM tokenizer), so the caller passes it.

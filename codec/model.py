@@ -11,8 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import SACConfig
-from .modules import (AcousticEncoder, ConvNeXtUpsampler, FactorizedVQ, SemanticCodebook, SpeakerPredictor,
-                      WaveGenerator)
+from .modules import AcousticEncoder, ConvNeXtUpsampler, FactorizedVQ, SemanticCodebook, SpeakerPredictor, WaveGenerator
 
 
 class TokenError(ValueError):
@@ -39,7 +38,7 @@ class SAC(nn.Module):
                                   if c.speaker_predictor else None)
 
     @classmethod
-    def from_pretrained(cls, source, **kwargs) -> "SAC":
+    def from_pretrained(cls, source, **kwargs) -> SAC:
         """Our folder, a released `.pt` (`config=` its YAML, optional), or a hub id; see `codec.load_sac`."""
         from .checkpoint import load_sac
 
@@ -121,7 +120,8 @@ class SAC(nn.Module):
             return self.acoustic_decoder(x)
 
     # ---- training ------------------------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor,
+                seed: int | None = None) -> dict[str, torch.Tensor]:
         """Training pass. wav [B, 1, L] preprocessed, semantic_ids [B, L / semantic_hop]; `seed` for the VQ's
         dead-code revival.
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class SemanticTokenizerConfig:
     quantize_vocab_size: int | None = None
 
     @classmethod
-    def from_hf_config(cls, config: Mapping[str, Any]) -> "SemanticTokenizerConfig":
+    def from_hf_config(cls, config: Mapping[str, Any]) -> SemanticTokenizerConfig:
         """Build from a parsed HF `config.json`, ignoring keys token extraction does not use; validates."""
         known = {f.name for f in fields(cls)}
         result = cls(**{k: v for k, v in config.items() if k in known})
@@ -173,7 +174,7 @@ class SemanticTokenizer(nn.Module):
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> "SemanticTokenizer":
+                        device: str | torch.device = "cpu") -> SemanticTokenizer:
         """Load a released tokenizer folder (`config.json`, `preprocessor_config.json`, `model*.safetensors`).
 
         Only `model.encoder.*` tensors are read; the decoder, the final `layer_norm`, layers >= quantize_position,

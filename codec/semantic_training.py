@@ -142,7 +142,8 @@ class TokenizerTrainer(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, z: torch.Tensor, seed: int) -> int:
-        """Codes unused for `restart_interval` training forwards jump to random batch vectors z [N, D]; returns how many."""
+        """Codes unused for `restart_interval` training forwards jump to random batch vectors z [N, D]; returns how
+        many."""
         dead = torch.nonzero(self.steps_since_used >= self.config.restart_interval).flatten()
         if len(dead) == 0 or z.shape[0] == 0:
             return 0

@@ -27,7 +27,7 @@ class CodecTokens:
 
     @classmethod
     def from_clips(cls, clips: list[tuple[torch.Tensor, torch.Tensor]],
-                   audio_lengths: list[int] | None = None) -> "CodecTokens":
+                   audio_lengths: list[int] | None = None) -> CodecTokens:
         semantic_lengths = torch.tensor([len(s) for s, _ in clips], dtype=torch.long)
         acoustic_lengths = torch.tensor([len(a) for _, a in clips], dtype=torch.long)
         semantic = torch.zeros(len(clips), max(semantic_lengths.tolist(), default=0), dtype=torch.long)

@@ -4,4 +4,4 @@ from .config import FlowConfig
 from .model import AcousticFlow
 from .sampling import FlowRequest, FlowSamplingConfig, generate
 
-__all__ = ["FlowConfig", "AcousticFlow", "FlowRequest", "FlowSamplingConfig", "generate"]
+__all__ = ["AcousticFlow", "FlowConfig", "FlowRequest", "FlowSamplingConfig", "generate"]

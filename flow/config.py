@@ -37,7 +37,7 @@ class FlowConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FlowConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FlowConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -48,5 +48,5 @@ class FlowConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "FlowConfig":
+    def load(cls, path: str | Path) -> FlowConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

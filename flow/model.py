@@ -145,7 +145,7 @@ class AcousticFlow(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> "AcousticFlow":
+                        device: str | torch.device = "cpu") -> AcousticFlow:
         folder = Path(folder)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():

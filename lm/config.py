@@ -80,7 +80,7 @@ class LMConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LMConfig":
+    def from_dict(cls, data: dict[str, Any]) -> LMConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -91,5 +91,5 @@ class LMConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LMConfig":
+    def load(cls, path: str | Path) -> LMConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

@@ -13,8 +13,8 @@ semantic tokens and <eos> only.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +131,7 @@ class SemanticLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu", attn_implementation: str | None = None) -> "SemanticLM":
+                        device: str | torch.device = "cpu", attn_implementation: str | None = None) -> SemanticLM:
         """Load our folder (`config.json` + `model.safetensors`) strictly."""
         folder = Path(folder)
         for name in (CONFIG_NAME, WEIGHTS_NAME):

@@ -1,5 +1,7 @@
 import pathlib
+
 import pytest
+
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 FIXTURES = SHARED / "fixtures"

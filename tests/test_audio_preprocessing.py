@@ -12,8 +12,7 @@ import soxr
 import torch
 from safetensors.numpy import load_file
 
-from codec.audio import (AudioError, highpass_biquad, load_audio, pad_to_multiple, preprocess, save_wav,
-                         volume_normalize)
+from codec.audio import AudioError, highpass_biquad, load_audio, pad_to_multiple, preprocess, save_wav, volume_normalize
 
 
 def _released_vectors(reference_dir) -> dict[str, np.ndarray]:

@@ -208,8 +208,8 @@ def test_browser_upload_type_click_and_listen(server, browser, prompt, tmp_path)
     browser.get(server.local_url)
     first("#prompt-audio input[type=file]").send_keys(str(Path(prompt[0]).resolve()))
     first("#prompt-text textarea").send_keys(prompt[1])
-    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#prompt-audio audio, "
-                                                                               "#prompt-audio canvas, #prompt-audio wave"))
+    loaded = "#prompt-audio audio, #prompt-audio canvas, #prompt-audio wave"
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, loaded))
 
     first("#synthesize").click()  # no text yet: the page must say so and keep working
     WebDriverWait(browser, 30).until(lambda b: "text to speak is empty" in b.find_element(By.TAG_NAME, "body").text)

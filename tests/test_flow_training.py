@@ -54,7 +54,8 @@ def make_corpus() -> list[dict]:
         for u in range(PER_SPEAKER):
             semantic = rng.integers(0, SEMANTIC_IDS, size=int(rng.integers(20, 40)))
             acoustic = tables[s][semantic].reshape(-1)  # k ids per semantic id: s0's, s1's, ...
-            acoustic = np.where(rng.random(len(acoustic)) < NOISE, rng.integers(0, ACOUSTIC_IDS, len(acoustic)), acoustic)
+            noisy = rng.random(len(acoustic)) < NOISE  # drawn before the noise ids, as the tests were tuned
+            acoustic = np.where(noisy, rng.integers(0, ACOUSTIC_IDS, len(acoustic)), acoustic)
             rows.append({"id": f"s{s}u{u}", "speaker": f"spk{s}", "semantic": semantic.tolist(),
                          "acoustic": acoustic.tolist()})
     return rows
@@ -216,7 +217,8 @@ def test_manifest_errors_name_the_line(tmp_path):
         (json.dumps({**good, "id": ""}), "'id' must be a non-empty string"),
         (json.dumps({"id": "b", "semantic": [1]}), "give either 'semantic' and 'acoustic'"),
         (json.dumps({**good, "id": "b", "tokens_path": "t.npy"}), "found ['semantic', 'acoustic', 'tokens_path']"),
-        (json.dumps({**good, "id": "b", "acoustic": [3, 4, 5]}), "3 acoustic ids for 2 semantic ids; expected exactly 2"),
+        (json.dumps({**good, "id": "b", "acoustic": [3, 4, 5]}),
+         "3 acoustic ids for 2 semantic ids; expected exactly 2"),
         (json.dumps({**good, "id": "b", "semantic": [1, 16]}), "semantic ids must lie in [0, 15]"),
         (json.dumps({**good, "id": "b", "acoustic": [3, 4, 5, -1]}), "acoustic ids must lie in [0, 63]"),
         (json.dumps({**good, "id": "b", "semantic": [1, 2.5]}), "'semantic' must be a list of integer ids"),

@@ -8,8 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec import SAC, ConvNeXtStackConfig, SACConfig, TokenError, load_sac, save_pretrained
-from codec.checkpoint import (CheckpointError, config_from_state, load_state_dict_strict, read_yaml,
-                              released_state_dict)
+from codec.checkpoint import CheckpointError, config_from_state, load_state_dict_strict, read_yaml, released_state_dict
 from codec.modules import SamplingBlock
 
 LAYOUTS = ["37_5", "62_5"]

@@ -11,20 +11,21 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
-from safetensors.torch import load_file as load_torch, save_file
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file
 
 from codec.semantic_tokenizer import SemanticTokenizer, SemanticTokenizerConfig, SemanticTokenizerError
 
 TINY_FOLDER = "glm_tokenizer_tiny"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _released(reference_dir) -> tuple[SemanticTokenizer, dict[str, np.ndarray]]:
     tokenizer = SemanticTokenizer.from_pretrained(reference_dir / TINY_FOLDER, dtype=torch.float64)
     return tokenizer, load_file(str(reference_dir / "glm_tokenizer_tiny.io.safetensors"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_tokenizer() -> SemanticTokenizer:
     """A seeded tiny tokenizer (80 mels, 16-dim) for behaviour tests that need no ../shared files."""
     config = SemanticTokenizerConfig(d_model=16, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=80,

@@ -61,7 +61,7 @@ def test_streaming_decoder_matches_one_full_decode(tts, voice):
 
 
 def test_stream_starts_before_the_sentence_is_generated(tts, voice, monkeypatch):
-    import tts.pipeline as pipeline
+    from tts import pipeline
 
     produced = []
     real_stream = pipeline.lm_stream

@@ -27,7 +27,7 @@ class TTSConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TTSConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TTSConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -38,5 +38,5 @@ class TTSConfig:
         (Path(folder) / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TTSConfig":
+    def load(cls, folder: str | Path) -> TTSConfig:
         return cls.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text()))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class SynthesisOptions:
     def flow_sampling(self) -> FlowSamplingConfig:
         return FlowSamplingConfig(steps=self.flow_steps, cfg_scale=self.cfg_scale, temperature=self.flow_temperature)
 
-    def merged(self, **overrides) -> "SynthesisOptions":
+    def merged(self, **overrides) -> SynthesisOptions:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -93,7 +93,7 @@ class TTS:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "TTS":
+                        dtype: torch.dtype = torch.float32) -> TTS:
         """Load a model folder; without `path`, the default model ($SAC_TTS_MODEL or the bundled one)."""
         folder = Path(path) if path is not None else default_model_path()
         for part in ("codec", "lm", "flow"):

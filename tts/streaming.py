@@ -8,7 +8,7 @@ full decode, with no audible seam.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 # A sentence ends at . ! ? ; or CJK stops, followed by space or the end (keeps "3.5" and "e.g." mostly whole).
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？])\s+")

@@ -50,7 +50,7 @@ class VoicePrompt:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "VoicePrompt":
+    def load(cls, path: str | Path) -> VoicePrompt:
         path = Path(path)
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -280,7 +280,8 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "speakers": {split: len({r["speaker"] for r in rows if r["split"] == split}) for split in ("train", "heldout")},
         "heldout_identities": sorted(heldout), "voices": [asdict(v) for v in voices],
         "speaker_list": [s.name for s in speakers], "unusable_voices": {k: v for k, v in probes.items() if v},
-        "engines_missing": missing, "failures": failures, "failure_counts": dict(Counter(f["speaker"] for f in failures)),
+        "engines_missing": missing, "failures": failures,
+        "failure_counts": dict(Counter(f["speaker"] for f in failures)),
         "seed": cfg.seed, "workers": cfg.workers, "wall_seconds": round(wall, 1),
         "synthesised_this_run_hours": round(new_s / 3600, 4),
         "x_real_time": round(new_s / wall, 2) if wall else None,  # audio made this run / wall time

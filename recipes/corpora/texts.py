@@ -71,7 +71,8 @@ def fetch_books(cache: Path = DEFAULT_CACHE) -> dict[str, str]:
         data = (cache / book.file).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if book.sha256 and digest != book.sha256:
-            raise RuntimeError(f"{cache / book.file}: sha256 {digest} != pinned {book.sha256}; delete {cache} and retry")
+            raise RuntimeError(f"{cache / book.file}: sha256 {digest} != pinned {book.sha256}; "
+                               f"delete {cache} and retry")
         texts[book.key] = data.decode("latin-1")
     return texts
 
@@ -180,7 +181,7 @@ def clean_sentence(raw: str, caps_are_emphasis: bool = False) -> str | None:
     norm = _english_normalize()(s) if s else ""
     if not norm or not _SPEAKABLE.fullmatch(norm) or re.search(r"\b[A-Z]{2,}\b|[a-z][A-Z]|\b[ap] m\b", norm):
         return None  # digits left over, symbols, brackets, acronyms an engine would spell out, timetables
-    if not norm[-1] in ".!?":
+    if norm[-1] not in ".!?":
         norm += "."
     return norm if 3 <= len(norm.split()) <= 25 else None
 

@@ -37,7 +37,8 @@ def summarize(scores: list[dict]) -> dict:
                          for k in ("sig", "bak", "ovrl", "p808")}
     out["audio_s"] = sum(s["duration_s"] for s in scores)
     computed = [s for s in scores if s.get("compute_s") is not None]
-    if computed and sum(s["duration_s"] for s in computed) > 0:  # total compute over total audio, and the mean of per-utterance RTFs
+    # total compute over total audio, and the mean of per-utterance RTFs
+    if computed and sum(s["duration_s"] for s in computed) > 0:
         out["rtf"] = {"total": sum(s["compute_s"] for s in computed) / sum(s["duration_s"] for s in computed),
                       "mean": _mean([s["rtf"] for s in computed])}
     other = [s["sim_other_speaker"] for s in scores if s.get("sim_other_speaker") is not None]
@@ -104,7 +105,8 @@ def _table(system: str, agg: dict) -> list[str]:
 
     return [f"| metric | {system} | ground truth |", "|---|---|---|",
             "| utterances scored | " + both(lambda x: str(x["n"])) + " |",
-            "| WER open vocabulary, mean per utt (%) | " + both(lambda x: _pct(x.get("wer_open", {}).get("mean"))) + " |",
+            "| WER open vocabulary, mean per utt (%) | "
+            + both(lambda x: _pct(x.get("wer_open", {}).get("mean"))) + " |",
             "| WER open vocabulary, pooled (%) | " + both(lambda x: _pct(x.get("wer_open", {}).get("pooled"))) + " |",
             "| WER list LM, mean per utt (%) | " + both(lambda x: _pct(x.get("wer_lm", {}).get("mean"))) + " |",
             "| WER list LM, pooled (%) | " + both(lambda x: _pct(x.get("wer_lm", {}).get("pooled"))) + " |",
