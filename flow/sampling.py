@@ -157,20 +157,35 @@ def _window_sizes(model: AcousticFlow, request: FlowRequest, sampling: FlowSampl
     return prompt, context, window, lookahead
 
 
+def fill_window(model: AcousticFlow, semantic: torch.Tensor, committed: torch.Tensor, span: tuple[int, int, int],
+                context: int, prompt: tuple[torch.Tensor, torch.Tensor], sampling: FlowSamplingConfig,
+                generator: torch.Generator) -> torch.Tensor:
+    """One window of a long or streamed target: acoustic ids [(end - start)·k] for semantic[start:end].
+
+    semantic [T] the target's ids so far; committed [start·k] the acoustic ids already chosen before `start`, of which
+    the last `context` semantic tokens' worth condition this window; span (start, end, ahead): semantic[end:ahead] is
+    look-ahead, filled but not returned; prompt (semantic [P], acoustic [P·k]) the voice prompt's tail.
+    """
+    start, end, ahead = span
+    k, back = model.config.acoustic_per_semantic, max(0, start - context)
+    prompt_semantic, prompt_acoustic = prompt
+    request = FlowRequest(semantic[start:ahead], torch.cat([prompt_acoustic, committed[back * k:]]),
+                          torch.cat([prompt_semantic, semantic[back:start]]))
+    frames = fill(model, [request], sampling, generator)[0]  # [k·(prompt + context + window + look-ahead)]
+    return frames[len(request.prompt_acoustic):][: (end - start) * k]
+
+
 def _generate_windowed(model: AcousticFlow, request: FlowRequest, sampling: FlowSamplingConfig,
                        generator: torch.Generator) -> torch.Tensor:
     k = model.config.acoustic_per_semantic
     prompt, context, window, lookahead = _window_sizes(model, request, sampling)
-    prompt_acoustic = request.prompt_acoustic[len(request.prompt_acoustic) - prompt * k:]
-    prompt_semantic = request.prompt_semantic[len(request.prompt_semantic) - prompt:]
+    voice = (request.prompt_semantic[len(request.prompt_semantic) - prompt:],
+             request.prompt_acoustic[len(request.prompt_acoustic) - prompt * k:])
     semantic, committed = request.semantic, request.prompt_acoustic.new_zeros(0)
     for start in range(0, len(semantic), window):
-        end, ahead, back = min(len(semantic), start + window), min(len(semantic), start + window + lookahead), \
-            max(0, start - context)
-        window_request = FlowRequest(semantic[start:ahead], torch.cat([prompt_acoustic, committed[back * k:]]),
-                                     torch.cat([prompt_semantic, semantic[back:start]]))
-        frames = fill(model, [window_request], sampling, generator)[0][len(window_request.prompt_acoustic):]
-        committed = torch.cat([committed, frames[: (end - start) * k]])
+        span = (start, min(len(semantic), start + window), min(len(semantic), start + window + lookahead))
+        committed = torch.cat([committed, fill_window(model, semantic, committed, span, context, voice, sampling,
+                                                      generator)])
     return committed
 
 

@@ -22,7 +22,7 @@ from codec import SpeechCodec
 from codec.audio import AudioError, load_audio
 from flow import AcousticFlow, FlowRequest, FlowSamplingConfig
 from flow import generate as flow_generate
-from flow.sampling import fill as flow_fill
+from flow.sampling import fill_window
 from lm import Request, SamplingConfig, SemanticLM
 from lm import generate as lm_generate
 from lm import stream as lm_stream
@@ -255,15 +255,10 @@ class TTS:
                 end = ahead = len(semantic)
             else:
                 end, ahead = committed + window, committed + window + lookahead
-            back = max(0, committed - context)
             # The prompt fills what is left of the second stage's context after this window.
-            room = self.flow.config.max_frames // k - (committed - back) - (ahead - committed)
-            prompt_semantic, prompt_acoustic = voice.tail(room)
-            prefix = FlowRequest(torch.tensor(semantic[committed:ahead]),
-                                 torch.cat([prompt_acoustic, acoustic[back * k:]]),
-                                 torch.cat([prompt_semantic, torch.tensor(semantic[back:committed], dtype=torch.long)]))
-            frames = flow_fill(self.flow, [prefix], options.flow_sampling(), generator)[0]
-            new = frames[len(prefix.prompt_acoustic):][: (end - committed) * k]
+            room = self.flow.config.max_frames // k - (ahead - max(0, committed - context))
+            new = fill_window(self.flow, torch.tensor(semantic, dtype=torch.long), acoustic, (committed, end, ahead),
+                              context, voice.tail(room), options.flow_sampling(), generator)
             acoustic = torch.cat([acoustic, new])
             yield from decoder.push(torch.tensor(semantic[committed:end]), new, final=done and end == len(semantic))
 
