@@ -177,15 +177,21 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
         g_loss = g_loss + t.semantic_weight * semantic
         stats["semantic"] = semantic.item()
     if adversarial:
-        real, fake = run.discriminator(target), run.discriminator(recon)
+        # The G step needs D's gradient with respect to the reconstruction only: no weight gradients, no graph for
+        # the real side (feature matching detaches it), and, through the unwrapped module, no DDP all-reduce.
+        critic = acc.unwrap_model(run.discriminator).requires_grad_(False)
+        with torch.no_grad():
+            real = critic(target)
+        fake = critic(recon)
         adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)
         g_loss = g_loss + t.adv_weight * adv + t.fm_weight * fm
         stats.update(adv=adv.item(), fm=fm.item())
     acc.backward(g_loss)
+    if adversarial:
+        critic.requires_grad_(True)
     grad = acc.clip_grad_norm_(run.generator.parameters(), t.clip_norm)
     run.g_opt.step()
     run.g_opt.zero_grad(set_to_none=True)
-    run.discriminator.zero_grad(set_to_none=True)  # the G step's D gradients are not the D step's
     stats.update(loss=g_loss.item(), mel=mel.item(), vq=vq.item(), lr=run.g_sched.get_last_lr()[0],
                  grad_norm=float(grad))
     run.g_sched.step()
