@@ -133,10 +133,19 @@ def exponential_lr(optimizer: torch.optim.Optimizer, train: CodecTrainConfig) ->
 
 
 def find_resume(resume: str | None, checkpoints: Path) -> Path | None:
-    if resume is None or resume != "auto":
-        return Path(resume) if resume else None
+    """The checkpoint folder to resume from, or None for a fresh start (which must not overwrite a run)."""
     done = [(int(m.group(1)), p) for p in checkpoints.glob("step_*")
             if (m := STEP_DIR.fullmatch(p.name)) and (p / "train_state.pt").is_file()]
+    if resume is None:
+        if done:
+            raise FileExistsError(f"{checkpoints} already holds checkpoints: pass --resume auto to continue that "
+                                  "run, or choose another --output-dir")
+        return None
+    if resume != "auto":
+        if not (Path(resume) / "train_state.pt").is_file():
+            raise FileNotFoundError(f"{resume} is not a codec training checkpoint (no train_state.pt); pass a "
+                                    "checkpoints/step_XXXXXX folder or --resume auto")
+        return Path(resume)
     return max(done)[1] if done else None
 
 
@@ -292,9 +301,9 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     model_config, data, train = load_config(args)
     output_dir = Path(train.output_dir or Path("runs") / args.config.stem)
     output_dir.mkdir(parents=True, exist_ok=True)
+    resume = find_resume(args.resume, output_dir / "checkpoints")  # before anything is built or written
     run = build_run(model_config, train, output_dir)
     acc = run.accelerator
-    resume = find_resume(args.resume, output_dir / "checkpoints")
     step = load_checkpoint(run, resume) if resume else 0
     if not resume:
         start_weights(run, train, data)

@@ -207,3 +207,10 @@ def test_train_codec_smoke(tmp_path):
                       "--output-dir", str(tmp_path / "run"), "--resume", "auto", "--max-steps", "4"],
                      on_step=lambda step, stats: seen.append(step))
     assert seen[3:] == [4]
+    # a fresh start in a run's folder would overwrite its checkpoints: refused, with what to do instead
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
+                          "--output-dir", str(tmp_path / "run")])
+    with pytest.raises(FileNotFoundError, match="not a codec training checkpoint"):
+        train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
+                          "--output-dir", str(tmp_path / "run"), "--resume", str(tmp_path)])
