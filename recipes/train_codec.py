@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -317,15 +318,18 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
                                                            acc.process_index),
                         collate_fn=collate, num_workers=data.num_workers)
     run.generator.train(), run.discriminator.train()
+    since, steps_since = time.perf_counter(), 0  # wall time per step (data included) since the last log line
     for batch in loader:
         if step >= train.max_steps:
             break
-        step += 1
+        step, steps_since = step + 1, steps_since + 1
         stats = train_step(run, {k: v.to(acc.device) for k, v in batch.items()}, step)
         if acc.is_main_process and (step % train.log_every == 0 or step == train.max_steps):
+            stats["s_per_step"] = (time.perf_counter() - since) / steps_since
             with (output_dir / "log.jsonl").open("a") as lines:
                 lines.write(json.dumps({"step": step, **stats}) + "\n")
-            acc.print(f"step {step:>7}  " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+            acc.print(f"step {step:>7}/{train.max_steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+            since, steps_since = time.perf_counter(), 0
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(run, output_dir / "checkpoints" / f"step_{step:06d}", step, train.keep_last)
         if on_step is not None:
