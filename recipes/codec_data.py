@@ -14,7 +14,7 @@ Crops are drawn from (seed, step, slot): a resumed run sees the batches the unin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +39,28 @@ class DataConfig:
     batch_size: int = 24
     num_workers: int = 2
     highpass_cutoff_hz: float = 40.0
+    # Held-out audio, scored at every checkpoint: a token folder, or a manifest (with semantic_tokenizer).
+    eval_tokens: str = ""
+    eval_manifest: str = ""
+    eval_clips: int = 32  # its first clips, one fixed crop each
 
     def __post_init__(self) -> None:
         if bool(self.tokens) == bool(self.manifest):
             raise ValueError("give one of data.tokens (a token folder, recipes/tokenize_corpus.py writes one) or "
                              "data.manifest (JSONL, with data.semantic_tokenizer)")
-        if self.manifest and not self.semantic_tokenizer:
-            raise ValueError("data.manifest needs data.semantic_tokenizer to make the semantic ids")
-        if self.segment_tokens < 1 or self.batch_size < 1:
-            raise ValueError("data.segment_tokens and data.batch_size must be at least 1")
+        if (self.manifest or self.eval_manifest) and not self.semantic_tokenizer:
+            raise ValueError("data.manifest and data.eval_manifest need data.semantic_tokenizer to make the "
+                             "semantic ids")
+        if self.eval_tokens and self.eval_manifest:
+            raise ValueError("give at most one of data.eval_tokens and data.eval_manifest")
+        if self.segment_tokens < 1 or self.batch_size < 1 or self.eval_clips < 1:
+            raise ValueError("data.segment_tokens, data.batch_size and data.eval_clips must be at least 1")
+
+    def held_out(self) -> DataConfig | None:
+        """The eval data as a config of its own (None without any): its clips are read like training ones."""
+        if not (self.eval_tokens or self.eval_manifest):
+            return None
+        return replace(self, tokens=self.eval_tokens, manifest=self.eval_manifest, eval_tokens="", eval_manifest="")
 
 
 class CodecCrops(Dataset):

@@ -181,9 +181,8 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
         stats["d_loss"] = d_loss.item()
     mel, vq = run.mel(recon, target), out["vq_loss"].mean()
     g_loss = t.mel_weight * mel + t.vq_weight * vq
-    if "semantic_pred" in out and "semantic_frames" in batch:
-        pred = out["semantic_pred"]  # [B, D, T_decoder]
-        semantic = F.mse_loss(pred, batch["semantic_frames"].transpose(1, 2)[..., :pred.shape[-1]])
+    semantic = semantic_loss(out, batch)
+    if semantic is not None:
         g_loss = g_loss + t.semantic_weight * semantic
         stats["semantic"] = semantic.item()
     if adversarial:
@@ -208,6 +207,36 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
     if run.ema is not None:
         run.ema.update(acc.unwrap_model(run.generator))
     return stats
+
+
+def semantic_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """MSE of the semantic head's prediction [B, D, T_decoder] against the tokenizer's frames, when both exist."""
+    if "semantic_pred" not in out or "semantic_frames" not in batch:
+        return None
+    pred = out["semantic_pred"]
+    return F.mse_loss(pred, batch["semantic_frames"].transpose(1, 2)[..., :pred.shape[-1]])
+
+
+@torch.no_grad()
+def evaluate(run: CodecRun, dataset: CodecCrops, clips: int, batch_size: int) -> dict[str, float]:
+    """Held-out losses of the EMA generator (the online one without EMA) on fixed crops (clip i, crop seed i), and
+    how many acoustic codes those crops use."""
+    model = run.ema.model if run.ema is not None else run.accelerator.unwrap_model(run.generator)
+    was_training, device = model.training, run.accelerator.device
+    model.eval()  # no dead-code revival
+    keys = [(i, i) for i in range(min(clips, len(dataset)))]
+    totals, codes = {"mel": 0.0, "vq": 0.0}, set()
+    for start in range(0, len(keys), batch_size):
+        batch = {k: v.to(device) for k, v in collate([dataset[key] for key in keys[start: start + batch_size]]).items()}
+        out, n = model(batch["wav"], batch["semantic"]), len(batch["wav"])
+        totals["mel"] += run.mel(out["recon"], batch["wav"]).item() * n
+        totals["vq"] += out["vq_loss"].mean().item() * n
+        semantic = semantic_loss(out, batch)
+        if semantic is not None:
+            totals["semantic"] = totals.get("semantic", 0.0) + semantic.item() * n
+        codes.update(out["acoustic_ids"].unique().tolist())
+    model.train(was_training)
+    return {**{f"eval/{k}": v / len(keys) for k, v in totals.items()}, "eval/codes_used": len(codes)}
 
 
 def save_checkpoint(run: CodecRun, folder: Path, step: int, keep_last: int | None) -> None:
@@ -314,11 +343,13 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
         (output_dir / "train_config.json").write_text(json.dumps(
             {"model": model_config, "data": asdict(data), "train": asdict(train)}, indent=2) + "\n")
     dataset = CodecCrops(data, generator_sample_rate(model_config))
+    held_out = data.held_out()
+    eval_set = CodecCrops(held_out, generator_sample_rate(model_config)) if held_out else None
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), data.batch_size, train.seed, step,
                                                            acc.process_index),
                         collate_fn=collate, num_workers=data.num_workers)
     run.generator.train(), run.discriminator.train()
-    since, steps_since = time.perf_counter(), 0  # wall time per step (data included) since the last log line
+    since, steps_since = time.perf_counter(), 0  # wall time per step (all included) since the last log line
     for batch in loader:
         if step >= train.max_steps:
             break
@@ -332,6 +363,11 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
             since, steps_since = time.perf_counter(), 0
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(run, output_dir / "checkpoints" / f"step_{step:06d}", step, train.keep_last)
+            if eval_set is not None and acc.is_main_process:
+                scores = evaluate(run, eval_set, data.eval_clips, data.batch_size)
+                with (output_dir / "log.jsonl").open("a") as lines:
+                    lines.write(json.dumps({"step": step, **scores}) + "\n")
+                acc.print(f"eval {step:>7}  " + "  ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
         if on_step is not None:
             on_step(step, stats)
     save_checkpoint(run, output_dir / "final", step, None)

@@ -3,6 +3,7 @@ SAC learns a tone under the mel loss."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -188,17 +189,38 @@ def test_codec_crops_align_audio_and_ids(tmp_path):
     assert short["wav"][0, 3 * 1280:].abs().max() == 0 and short["wav"].abs().max() > 0
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({}, "give one of data.tokens"),
+    ({"tokens": "t", "manifest": "m.jsonl"}, "give one of data.tokens"),
+    ({"manifest": "m.jsonl"}, "need data.semantic_tokenizer"),
+    ({"tokens": "t", "eval_manifest": "m.jsonl"}, "need data.semantic_tokenizer"),
+    ({"tokens": "t", "eval_tokens": "e", "eval_manifest": "m.jsonl", "semantic_tokenizer": "s"}, "at most one"),
+    ({"tokens": "t", "eval_clips": 0}, "at least 1"),
+])
+def test_codec_data_config_names_what_is_wrong(settings, message):
+    from recipes.codec_data import DataConfig
+
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**settings)
+
+
 def test_train_codec_smoke(tmp_path):
     from recipes import train_codec
 
     tokens = make_token_folder(tmp_path)
     seen = []
     out = train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
-                            "--output-dir", str(tmp_path / "run")], on_step=lambda step, stats: seen.append(stats))
+                            "--eval-tokens", str(tokens), "--eval-clips", "3", "--output-dir", str(tmp_path / "run")],
+                           on_step=lambda step, stats: seen.append(stats))
     assert len(seen) == 3 and "d_loss" not in seen[0] and "d_loss" in seen[1] and "fm" in seen[2]
     assert all(math.isfinite(v) for stats in seen for v in stats.values())
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
     assert (out / "final" / "ema" / "model.safetensors").is_file()
+    # held-out scores at each checkpoint, from the EMA weights
+    evals = [row for row in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "eval/mel" in row]
+    assert [row["step"] for row in evals] == [2, 3]
+    assert all(math.isfinite(row["eval/mel"]) and row["eval/mel"] > 0 and row["eval/codes_used"] >= 1
+               for row in evals)
     assert (out / "checkpoints" / "step_000003" / "train_state.pt").is_file()
     model = SAC.from_pretrained(out / "final" / "ema")
     assert model.config.codebook_size == 16
