@@ -41,7 +41,7 @@ from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from codec.semantic_tokenizer import SemanticTokenizer
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
-from recipes.training import _section, make_accelerator
+from recipes.training import _section, make_accelerator, past
 
 STEP_DIR = re.compile(r"step_(\d+)")
 
@@ -72,11 +72,14 @@ class CodecTrainConfig:
     mixed_precision: str = "no"  # the release trains in fp32
     output_dir: str | None = None
     init_from: str | None = None  # a SAC model folder whose generator weights a fresh run starts from (fine-tuning)
+    max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
     # what recipes.training.make_accelerator reads
     grad_accum: int = 1
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if self.max_minutes < 0:
+            raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
 
 
 class EMA:
@@ -350,6 +353,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
                         collate_fn=collate, num_workers=data.num_workers)
     run.generator.train(), run.discriminator.train()
     since, steps_since = time.perf_counter(), 0  # wall time per step (all included) since the last log line
+    deadline = time.monotonic() + 60 * train.max_minutes if train.max_minutes else None
     for batch in loader:
         if step >= train.max_steps:
             break
@@ -361,7 +365,8 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
                 lines.write(json.dumps({"step": step, **stats}) + "\n")
             acc.print(f"step {step:>7}/{train.max_steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             since, steps_since = time.perf_counter(), 0
-        if step % train.save_every == 0 or step == train.max_steps:
+        out_of_time = deadline is not None and step % train.log_every == 0 and past(acc, deadline)
+        if step % train.save_every == 0 or step == train.max_steps or out_of_time:
             save_checkpoint(run, output_dir / "checkpoints" / f"step_{step:06d}", step, train.keep_last)
             if eval_set is not None and acc.is_main_process:
                 scores = evaluate(run, eval_set, data.eval_clips, data.batch_size)
@@ -370,6 +375,10 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
                 acc.print(f"eval {step:>7}  " + "  ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
         if on_step is not None:
             on_step(step, stats)
+        if out_of_time:
+            acc.print(f"the {train.max_minutes:g}-minute budget ran out at step {step}: checkpointed; continue with "
+                      "--resume auto")
+            break
     save_checkpoint(run, output_dir / "final", step, None)
     acc.end_training()
     return output_dir

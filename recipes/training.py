@@ -58,6 +58,7 @@ class TrainConfig:
     keep_last: int = 3
     mixed_precision: str = "auto"  # auto = bf16 on a GPU that has it, else no
     output_dir: str | None = None  # default runs/<config file stem>
+    max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -66,6 +67,8 @@ class TrainConfig:
         for name in ("max_steps", "grad_accum", "eval_every", "save_every", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_minutes < 0:
+            raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
 
 
 def parse_args(argv: list[str] | None, description: str, data_cls: type) -> argparse.Namespace:
@@ -406,6 +409,12 @@ def log(run: Run, progress: tqdm, step: int, values: dict[str, float]) -> None:
         progress.write(f"step {step:>7}  " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
 
+def past(acc: Accelerator, deadline: float) -> bool:
+    """Whether any process has passed its `time.monotonic()` deadline, so that all of them stop at the same step."""
+    late = torch.tensor([float(time.monotonic() > deadline)], device=acc.device)
+    return bool(acc.reduce(late, "sum").item() > 0)
+
+
 def train_task(start: Start, task: Task, model_config: dict, train_set: BucketedDataset,
                eval_set: BucketedDataset | None, on_step: Callable[[int], None] | None) -> TrainResult:
     """Train to `max_steps` (from the checkpoint `start` names, if any): log, evaluate and checkpoint on schedule,
@@ -418,6 +427,7 @@ def train_task(start: Start, task: Task, model_config: dict, train_set: Bucketed
     result = TrainResult(run.output_dir)
     progress = tqdm(total=train.max_steps, initial=position.step, disable=not acc.is_main_process, desc="train")
     busy, tokens = 0.0, 0  # seconds spent in training steps and tokens they processed, since the last log line
+    deadline = time.monotonic() + 60 * train.max_minutes if train.max_minutes else None
     run.model.train()
     while position.step < train.max_steps:
         begin = time.perf_counter()
@@ -425,7 +435,9 @@ def train_task(start: Start, task: Task, model_config: dict, train_set: Bucketed
         stats = train_step(run, [batch for batch, _, _ in micro], position.step + 1)
         busy, tokens = busy + time.perf_counter() - begin, tokens + stats["tokens"]
         position = Position(position.step + 1, epoch=micro[-1][1], batches_done=micro[-1][2])
-        step, last = position.step, position.step == train.max_steps
+        step = position.step
+        out_of_time = deadline is not None and step % train.log_every == 0 and past(acc, deadline)
+        last = step == train.max_steps or out_of_time
         result.losses[step] = stats["loss"]
         progress.update()
         if step % train.log_every == 0 or last:
@@ -441,6 +453,10 @@ def train_task(start: Start, task: Task, model_config: dict, train_set: Bucketed
             save_checkpoint(run, position)
         if on_step is not None:
             on_step(step)
+        if out_of_time:
+            acc.print(f"the {train.max_minutes:g}-minute budget ran out at step {step}: checkpointed; continue with "
+                      "--resume auto")
+            break
     progress.close()
     save_folder(run, run.output_dir / "final", position=None)
     acc.print(f"done: {run.output_dir / 'final'}")

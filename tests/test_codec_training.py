@@ -229,6 +229,11 @@ def test_train_codec_smoke(tmp_path):
                       "--output-dir", str(tmp_path / "run"), "--resume", "auto", "--max-steps", "4"],
                      on_step=lambda step, stats: seen.append(step))
     assert seen[3:] == [4]
+    # a time budget stops at the next log step with a checkpoint and final/
+    budget = train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
+                               "--output-dir", str(tmp_path / "budget"), "--max-minutes", "1e-9"])
+    assert [p.name for p in (budget / "checkpoints").iterdir()] == ["step_000001"]
+    assert (budget / "final" / "ema" / "model.safetensors").is_file()
     # a fresh start in a run's folder would overwrite its checkpoints: refused, with what to do instead
     with pytest.raises(FileExistsError, match="--resume auto"):
         train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),

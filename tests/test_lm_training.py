@@ -113,6 +113,18 @@ def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, train_lm):
     assert not (checkpoints / "step_000009.tmp").exists()
 
 
+def test_time_budget_checkpoints_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path, train_lm):
+    manifest = write_corpus(tmp_path)
+    config = write_config(tmp_path, manifest, max_steps=6, save_every=100, log_every=2, warmup_steps=2)
+    args = ["--config", str(config), "--max-tokens", "96"]
+    whole = train_lm.main([*args, "--output-dir", str(tmp_path / "whole")])
+    cut = train_lm.main([*args, "--output-dir", str(tmp_path / "cut"), "--max-minutes", "1e-9"])
+    assert sorted(cut.losses) == [1, 2]  # the budget is checked at log steps
+    assert (tmp_path / "cut" / "checkpoints" / "step_000002").is_dir() and (tmp_path / "cut" / "final").is_dir()
+    resumed = train_lm.main([*args, "--output-dir", str(tmp_path / "cut"), "--resume", "auto"])
+    assert resumed.losses == {step: whole.losses[step] for step in range(3, 7)}
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_accumulating_their_batches(tmp_path, train_lm):
     """Rank r takes batches r, r + 2, ..., so 2 ranks x 1 micro-batch see what 1 rank x 2 micro-batches sees: the
