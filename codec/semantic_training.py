@@ -208,29 +208,30 @@ class TokenizerTrainer(nn.Module):
         return self.aux_ctc_head(self.aux_norm(frames))
 
     @torch.no_grad()
-    def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor, aux: bool = False) -> list[str]:
-        """Greedy CTC read-out through the quantiser: what the ids still say (for evaluation). `aux`: read the
-        auxiliary head on the frames before pooling instead (what the encoder knows before the bottleneck)."""
+    def transcribe(self, features: torch.Tensor, num_samples: torch.Tensor) -> dict[str, list[str]]:
+        """Greedy CTC read-outs from one encoder pass (for evaluation): "codes" through the quantiser, what the ids
+        still say, and, when the model has the auxiliary head, "aux" from the frames before pooling, what the encoder
+        knows before the bottleneck."""
         encoded = self.tokenizer.encode(features, num_samples)
-        if aux:
-            if self.config.aux_ctc_weight <= 0:
-                raise ValueError("this model has no auxiliary CTC head (aux_ctc_weight is 0)")
-            best = self._aux_logits(encoded["frames"]).argmax(-1)  # [B, T50]
-            frames = encoded["frames_valid"].sum(1).tolist()
-        else:
-            valid = encoded["valid"]
-            quantized = self._quantize(encoded["hidden"], valid)
-            best = self._ctc_logits(quantized, valid).argmax(-1)  # [B, T50]
-            frames = (valid.sum(1) * self.tokenizer.pooling_kernel).tolist()
-        texts = []
-        for row, count in zip(best.tolist(), frames):
-            chars, previous = [], 0
-            for symbol in row[:count]:
-                if symbol != previous and symbol != 0:
-                    chars.append(CTC_ALPHABET[symbol - 1])
-                previous = symbol
-            texts.append(" ".join("".join(chars).split()))
-        return texts
+        valid = encoded["valid"]
+        quantized = self._quantize(encoded["hidden"], valid)
+        heads = {"codes": (self._ctc_logits(quantized, valid), valid.sum(1) * self.tokenizer.pooling_kernel)}
+        if self.config.aux_ctc_weight > 0:
+            heads["aux"] = (self._aux_logits(encoded["frames"]), encoded["frames_valid"].sum(1))
+        return {name: _greedy_ctc(logits, frames) for name, (logits, frames) in heads.items()}
+
+
+def _greedy_ctc(logits: torch.Tensor, frames: torch.Tensor) -> list[str]:
+    """Logits [B, T, C] with frames [B] real rows -> best paths with repeats and blanks removed, spaces squeezed."""
+    texts = []
+    for row, count in zip(logits.argmax(-1).tolist(), frames.tolist()):
+        chars, previous = [], 0
+        for symbol in row[:count]:
+            if symbol != previous and symbol != 0:
+                chars.append(CTC_ALPHABET[symbol - 1])
+            previous = symbol
+        texts.append(" ".join("".join(chars).split()))
+    return texts
 
 
 def _ctc(logits: torch.Tensor, frames: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:

@@ -50,9 +50,9 @@ def read_outs(model: TokenizerTrainer, dataset: CTCDataset, batch_size: int = 8)
     for start in range(0, len(dataset), batch_size):
         keys = range(start, min(start + batch_size, len(dataset)))
         batch = collate([dataset[k] for k in keys])
-        hyps += model.transcribe(batch["features"], batch["num_samples"])
-        if model.config.aux_ctc_weight > 0:
-            aux += model.transcribe(batch["features"], batch["num_samples"], aux=True)
+        read = model.transcribe(batch["features"], batch["num_samples"])
+        hyps += read["codes"]
+        aux += read.get("aux", [])
         refs += ["".join(CTC_ALPHABET[c - 1] for c in dataset.items[k][1]) for k in keys]
     report = {"cer": error_rate([list(r) for r in refs], [list(h) for h in hyps]),
               "wer": error_rate([r.split() for r in refs], [h.split() for h in hyps]),
