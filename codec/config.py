@@ -39,6 +39,18 @@ class SpeakerPredictorConfig:
 
 
 @dataclass
+class VocosDecoderConfig:
+    """The release code's other acoustic decoder (`VocosDecoder`): a ConvNeXt backbone at the prenet's frame rate and
+    an inverse-STFT head with "same" padding. No released checkpoint uses it; it trains many times faster than the
+    wave generator on a CPU. The hop is the prenet frame's samples (320 in both released layouts)."""
+
+    dim: int
+    intermediate_dim: int
+    num_layers: int
+    n_fft: int
+
+
+@dataclass
 class SACConfig:
     """Every number that defines a SAC model. Defaults are the released 37.5 Hz layout."""
 
@@ -61,6 +73,8 @@ class SACConfig:
     decoder_channels: int = 1536
     decoder_rates: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
     decoder_kernel_sizes: list[int] = field(default_factory=lambda: [16, 11, 8, 4])
+    # Set, it replaces the wave generator above (whose three fields are then unused).
+    vocos_decoder: VocosDecoderConfig | None = None
     # Training-only heads; inference checkpoints may leave them out (None).
     semantic_decoder: ConvNeXtStackConfig | None = field(
         default_factory=lambda: ConvNeXtStackConfig(1024, 384, 2048, 6, 1280, [1, 1]))
@@ -76,6 +90,8 @@ class SACConfig:
                 setattr(self, name, ConvNeXtStackConfig(**value))
         if isinstance(self.speaker_predictor, dict):
             self.speaker_predictor = SpeakerPredictorConfig(**self.speaker_predictor)
+        if isinstance(self.vocos_decoder, dict):
+            self.vocos_decoder = VocosDecoderConfig(**self.vocos_decoder)
         self.validate()
 
     # ---- derived rates -------------------------------------------------------------------------------------
@@ -97,6 +113,11 @@ class SACConfig:
         return self.sample_rate / self.acoustic_hop_samples
 
     @property
+    def decoder_hop_samples(self) -> int:
+        """Samples per frame of the prenet's output, the rate the acoustic decoder starts from."""
+        return self.acoustic_hop_samples // self.prenet.upsample_factor
+
+    @property
     def token_rate_hz(self) -> float:
         return self.semantic_frame_rate_hz + self.acoustic_frame_rate_hz
 
@@ -114,6 +135,15 @@ class SACConfig:
             raise ValueError(f"semantic_adapter sample_ratios {self.semantic_adapter.sample_ratios} upsample by "
                              f"{self.semantic_adapter.upsample_factor}, but the acoustic stream has {k} frames per "
                              "semantic token")
+        if self.acoustic_hop_samples % self.prenet.upsample_factor:
+            raise ValueError(f"prenet upsampling {self.prenet.upsample_factor} must divide the acoustic hop "
+                             f"({self.acoustic_hop_samples})")
+        if self.vocos_decoder is not None:
+            hop, n_fft = self.decoder_hop_samples, self.vocos_decoder.n_fft
+            if n_fft < 2 * hop or (n_fft - hop) % 2:  # below 2 hops the window envelope has zeros
+                raise ValueError(f"vocos_decoder.n_fft ({n_fft}) must be at least twice the decoder hop ({hop}) and "
+                                 "differ from it by an even number (the 'same' padding trims half on each side)")
+            return
         decoder_hop = self.prenet.upsample_factor * math.prod(self.decoder_rates)
         if decoder_hop != self.acoustic_hop_samples:
             raise ValueError(f"prenet x decoder upsampling ({decoder_hop}) must equal the acoustic hop "

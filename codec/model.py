@@ -11,7 +11,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import SACConfig
-from .modules import AcousticEncoder, ConvNeXtUpsampler, FactorizedVQ, SemanticCodebook, SpeakerPredictor, WaveGenerator
+from .modules import (
+    AcousticEncoder,
+    ConvNeXtUpsampler,
+    FactorizedVQ,
+    SemanticCodebook,
+    SpeakerPredictor,
+    VocosDecoder,
+    WaveGenerator,
+)
 
 
 class TokenError(ValueError):
@@ -31,8 +39,9 @@ class SAC(nn.Module):
         self.acoustic_quantizer = FactorizedVQ(c.acoustic_latent_dim, c.codebook_size, c.codebook_dim,
                                                dead_code_threshold=c.dead_code_threshold)
         self.prenet = ConvNeXtUpsampler(c.prenet)
-        self.acoustic_decoder = WaveGenerator(c.prenet.output_channels, c.decoder_channels, c.decoder_rates,
-                                              c.decoder_kernel_sizes)
+        self.acoustic_decoder = (
+            VocosDecoder(c.prenet.output_channels, c.vocos_decoder, c.decoder_hop_samples) if c.vocos_decoder else
+            WaveGenerator(c.prenet.output_channels, c.decoder_channels, c.decoder_rates, c.decoder_kernel_sizes))
         self.semantic_decoder = ConvNeXtUpsampler(c.semantic_decoder) if c.semantic_decoder else None
         self.speaker_predictor = (SpeakerPredictor(c.prenet.output_channels, c.speaker_predictor)
                                   if c.speaker_predictor else None)
@@ -117,7 +126,7 @@ class SAC(nn.Module):
         semantic_ids, acoustic_ids = semantic_ids.to(self.device, torch.long), acoustic_ids.to(self.device, torch.long)
         with parametrize.cached():
             x = self.decoder_features(semantic_ids, acoustic_ids, semantic_masked, acoustic_masked)
-            return self.acoustic_decoder(x)
+            return self.acoustic_decoder(x).clamp(-1.0, 1.0)  # the wave generator's tanh already is; Vocos is not
 
     # ---- training ------------------------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor,

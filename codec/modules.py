@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from .config import ConvNeXtStackConfig, SpeakerPredictorConfig
+from .config import ConvNeXtStackConfig, SpeakerPredictorConfig, VocosDecoderConfig
 
 
 def wn_conv1d(*args, **kwargs) -> nn.Module:
@@ -179,6 +179,46 @@ def _init_linear_and_conv(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv1d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
+
+
+class ISTFTHead(nn.Module):
+    """Backbone frames [B, T, D] -> wav [B, 1, T * hop]: a linear layer gives each frame's log-magnitude and phase
+    (n_fft / 2 + 1 bins each), inverted by windowed overlap-add with "same" padding: frame t is centred on the middle
+    of samples [t * hop, (t + 1) * hop), and (n_fft - hop) / 2 samples are trimmed at each end."""
+
+    def __init__(self, dim: int, n_fft: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_magnitude, phase = self.out(x).transpose(1, 2).float().chunk(2, dim=1)  # [B, F, T] each
+        # The clamp is the release's guard against overflow early in training.
+        return self.inverse(torch.polar(log_magnitude.exp().clamp(max=1e2), phase)).to(x.dtype)
+
+    def inverse(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """Complex spectrum [B, F, T] -> wav [B, 1, T * hop]: the exact inverse of a Hann-windowed STFT whose frame t
+        starts at sample t * hop - (n_fft - hop) / 2 of the signal."""
+        frames = torch.fft.irfft(spectrum, n=self.n_fft, dim=1) * self.window[:, None]  # [B, n_fft, T]
+        count, length = frames.shape[-1], (frames.shape[-1] - 1) * self.hop + self.n_fft
+        audio = F.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop))  # overlap-add: [B, 1, 1, L]
+        envelope = F.fold(self.window.square()[None, :, None].expand(1, -1, count), (1, length), (1, self.n_fft),
+                          stride=(1, self.hop))
+        trim = (self.n_fft - self.hop) // 2  # trimmed before dividing: the envelope is 0 at the very ends
+        return (audio[..., trim: length - trim] / envelope[..., trim: length - trim]).reshape(len(spectrum), 1, -1)
+
+
+class VocosDecoder(nn.Module):
+    """The release code's `VocosDecoder`: features [B, C, T] -> wav [B, 1, T * hop], not clipped."""
+
+    def __init__(self, input_channels: int, cfg: VocosDecoderConfig, hop: int):
+        super().__init__()
+        self.backbone = VocosBackbone(input_channels, cfg.dim, cfg.intermediate_dim, cfg.num_layers)
+        self.head = ISTFTHead(cfg.dim, cfg.n_fft, hop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
 
 
 class ConvNeXtUpsampler(nn.Module):

@@ -24,12 +24,12 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -72,6 +72,7 @@ class CodecTrainConfig:
     mixed_precision: str = "no"  # the release trains in fp32
     output_dir: str | None = None
     init_from: str | None = None  # a SAC model folder whose generator weights a fresh run starts from (fine-tuning)
+    init_skip: list[str] = field(default_factory=list)  # modules (e.g. acoustic_decoder) that keep their fresh init
     max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
     # what recipes.training.make_accelerator reads
     grad_accum: int = 1
@@ -114,8 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", help="'auto' (newest checkpoint, or a fresh start) or a checkpoint folder")
     for section, cls in (("data", DataConfig), ("train", CodecTrainConfig)):
         for f in fields(cls):
-            kind = type(f.default) if f.default is not None else str
-            shape = {"nargs": 2, "type": float} if kind is tuple else {"type": kind}
+            default = f.default_factory() if f.default is MISSING else f.default
+            kind = type(default) if default is not None else str
+            shape = ({"nargs": 2, "type": float} if kind is tuple else {"nargs": "*", "type": str} if kind is list
+                     else {"type": kind})
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", **shape)
     return parser.parse_args(argv)
 
@@ -303,7 +306,7 @@ def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> N
     SAC (the codec embeds the tokenizer's ids with the tokenizer's own VQ codebook, frozen)."""
     generator = run.accelerator.unwrap_model(run.generator)
     if train.init_from:
-        load_model(generator, str(Path(train.init_from) / "model.safetensors"), strict=True)
+        load_init(generator, Path(train.init_from) / "model.safetensors", train.init_skip)
     if data.semantic_tokenizer:
         codebook = SemanticTokenizer.from_pretrained(data.semantic_tokenizer).codebook.weight
         target = generator.semantic_encoder.codebook.weight
@@ -315,6 +318,21 @@ def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> N
             target.copy_(codebook)
     if run.ema is not None:
         run.ema.model.load_state_dict(generator.state_dict())
+
+
+def load_init(generator: SAC, weights: Path, skip: list[str]) -> None:
+    """`weights` into the generator, strictly, except the modules named in `skip`: they keep their fresh init (a new
+    decoder on a trained encoder, say), and the file's tensors for them are ignored."""
+    if not skip:
+        load_model(generator, str(weights), strict=True)
+        return
+    prefixes = tuple(f"{name}." for name in skip)
+    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(prefixes)}
+    expected = {k for k in generator.state_dict() if not k.startswith(prefixes)}
+    if state.keys() != expected:
+        raise ValueError(f"{weights} does not match this model outside {skip}: missing "
+                         f"{sorted(expected - state.keys())[:5]}, unexpected {sorted(state.keys() - expected)[:5]}")
+    generator.load_state_dict(state, strict=False)  # strict=False only for the skipped modules, checked above
 
 
 def check_semantic_codebook(generator: SAC, tokenizer: str, checkpoint: str) -> None:
