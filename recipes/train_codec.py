@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import shutil
 import sys
 import time
@@ -41,9 +40,7 @@ from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from codec.semantic_tokenizer import SemanticTokenizer
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
-from recipes.training import _section, make_accelerator, past
-
-STEP_DIR = re.compile(r"step_(\d+)")
+from recipes.training import STEP_DIR, _section, find_resume, make_accelerator, past
 
 
 @dataclass
@@ -137,23 +134,6 @@ def load_config(args: argparse.Namespace) -> tuple[dict, DataConfig, CodecTrainC
 def exponential_lr(optimizer: torch.optim.Optimizer, train: CodecTrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: max(train.min_lr / train.lr, train.lr_gamma ** step))
-
-
-def find_resume(resume: str | None, checkpoints: Path) -> Path | None:
-    """The checkpoint folder to resume from, or None for a fresh start (which must not overwrite a run)."""
-    done = [(int(m.group(1)), p) for p in checkpoints.glob("step_*")
-            if (m := STEP_DIR.fullmatch(p.name)) and (p / "train_state.pt").is_file()]
-    if resume is None:
-        if done:
-            raise FileExistsError(f"{checkpoints} already holds checkpoints: pass --resume auto to continue that "
-                                  "run, or choose another --output-dir")
-        return None
-    if resume != "auto":
-        if not (Path(resume) / "train_state.pt").is_file():
-            raise FileNotFoundError(f"{resume} is not a codec training checkpoint (no train_state.pt); pass a "
-                                    "checkpoints/step_XXXXXX folder or --resume auto")
-        return Path(resume)
-    return max(done)[1] if done else None
 
 
 @dataclass
@@ -352,7 +332,8 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     model_config, data, train = load_config(args)
     output_dir = Path(train.output_dir or Path("runs") / args.config.stem)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = find_resume(args.resume, output_dir / "checkpoints")  # before anything is built or written
+    # before anything is built or written; save_checkpoint writes train_state.pt into folder.tmp before the rename
+    resume = find_resume(args.resume, output_dir / "checkpoints", "train_state.pt", "codec training checkpoint")
     run = build_run(model_config, train, output_dir)
     acc = run.accelerator
     step = load_checkpoint(run, resume) if resume else 0

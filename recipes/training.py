@@ -209,20 +209,22 @@ def make_accelerator(train: TrainConfig, output_dir: Path) -> Accelerator:
     return accelerator
 
 
-def find_resume(resume: str | None, checkpoints: Path) -> Path | None:
-    """The checkpoint folder to resume from, or None for a fresh start."""
+def find_resume(resume: str | None, checkpoints: Path, marker: str = f"train_state/{POSITION_FILE}",
+                what: str = "training checkpoint") -> Path | None:
+    """The checkpoint folder to resume from, or None for a fresh start (which must not overwrite a run). A folder is
+    complete when it holds `marker`, the file its recipe writes last."""
     if resume is None:
         if any(STEP_DIR.fullmatch(p.name) for p in checkpoints.glob("step_*")):
             raise FileExistsError(f"{checkpoints} already holds checkpoints: pass --resume auto to continue that "
                                   "run, or choose another --output-dir")
         return None
     if resume != "auto":
-        if not (Path(resume) / "train_state" / POSITION_FILE).is_file():
-            raise FileNotFoundError(f"{resume} is not a training checkpoint (no train_state/{POSITION_FILE}); pass "
-                                    "a checkpoints/step_XXXXXX folder or --resume auto")
+        if not (Path(resume) / marker).is_file():
+            raise FileNotFoundError(f"{resume} is not a {what} (no {marker}); pass a checkpoints/step_XXXXXX folder "
+                                    "or --resume auto")
         return Path(resume)
     complete = [(int(m.group(1)), p) for p in checkpoints.glob("step_*")
-                if (m := STEP_DIR.fullmatch(p.name)) and (p / "train_state" / POSITION_FILE).is_file()]
+                if (m := STEP_DIR.fullmatch(p.name)) and (p / marker).is_file()]
     return max(complete)[1] if complete else None
 
 
