@@ -70,6 +70,9 @@ class CodecTrainConfig:
     output_dir: str | None = None
     init_from: str | None = None  # a SAC model folder whose generator weights a fresh run starts from (fine-tuning)
     init_skip: list[str] = field(default_factory=list)  # modules (e.g. acoustic_decoder) that keep their fresh init
+    # modules that keep their start weights: no gradients, no weight decay, eval mode (the acoustic VQ revives no
+    # codes). Freezing the encoders and quantiser trains the decoder on without changing any token a corpus holds.
+    freeze: list[str] = field(default_factory=list)
     max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
     # what recipes.training.make_accelerator reads
     grad_accum: int = 1
@@ -221,7 +224,8 @@ def evaluate(run: CodecRun, dataset: CodecCrops, clips: int, batch_size: int) ->
         if semantic is not None:
             totals["semantic"] = totals.get("semantic", 0.0) + semantic.item() * n
         codes.update(out["acoustic_ids"].unique().tolist())
-    model.train(was_training)
+    if was_training:  # the online generator, whose frozen modules stay in eval mode
+        set_train_mode(run)
     return {**{f"eval/{k}": v / len(keys) for k, v in totals.items()}, "eval/codes_used": len(codes)}
 
 
@@ -270,8 +274,10 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
     # the model section may size the discriminator too (tiny configs); the rest is SACConfig's
     discriminator = Discriminator(**model_config.pop("discriminator", {}))
     generator = SAC(SACConfig(**model_config))
-    # every parameter decays (AdamW's 0.01), as the release does: no norm/bias exclusion group
-    g_opt = torch.optim.AdamW(generator.parameters(), train.lr, train.betas, weight_decay=train.weight_decay)
+    for name in train.freeze:
+        submodule(generator, name).requires_grad_(False)
+    # every trained parameter decays (AdamW's 0.01), as the release does: no norm/bias exclusion group
+    g_opt = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], train.lr, train.betas, weight_decay=train.weight_decay)
     d_opt = torch.optim.AdamW(discriminator.parameters(), train.lr, train.betas, weight_decay=train.weight_decay)
     g_sched, d_sched = exponential_lr(g_opt, train), exponential_lr(d_opt, train)
     ema = EMA(generator, train.ema_beta, train.ema_update_after_step, train.ema_update_every,
@@ -279,6 +285,20 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
     generator, discriminator, g_opt, d_opt = acc.prepare(generator, discriminator, g_opt, d_opt)
     return CodecRun(acc, generator, discriminator, g_opt, d_opt, g_sched, d_sched,
                     MultiScaleMelLoss(generator_sample_rate(model_config)).to(acc.device), ema, train)
+
+
+def submodule(generator: SAC, name: str) -> nn.Module:
+    children = dict(generator.named_children())
+    if not isinstance(children.get(name), nn.Module):
+        raise ValueError(f"train.freeze names {name!r}, which this codec does not have; its modules: "
+                         f"{', '.join(n for n, m in children.items() if m is not None)}")
+    return children[name]
+
+
+def set_train_mode(run: CodecRun) -> None:
+    run.generator.train(), run.discriminator.train()
+    for name in run.train.freeze:
+        submodule(run.accelerator.unwrap_model(run.generator), name).eval()
 
 
 def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> None:
@@ -350,7 +370,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), data.batch_size, train.seed, step,
                                                            acc.process_index),
                         collate_fn=collate, num_workers=data.num_workers)
-    run.generator.train(), run.discriminator.train()
+    set_train_mode(run)
     since, steps_since = time.perf_counter(), 0  # wall time per step (all included) since the last log line
     deadline = time.monotonic() + 60 * train.max_minutes if train.max_minutes else None
     for batch in loader:

@@ -241,3 +241,26 @@ def test_train_codec_smoke(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a codec training checkpoint"):
         train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens),
                           "--output-dir", str(tmp_path / "run"), "--resume", str(tmp_path)])
+
+
+def test_frozen_encoders_keep_every_token_while_the_decoder_trains(tmp_path):
+    from recipes import train_codec
+
+    tokens = make_token_folder(tmp_path)
+    base = ["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tokens)]
+    start = train_codec.main([*base, "--output-dir", str(tmp_path / "start"), "--max-steps", "1"]) / "final"
+    frozen = ["semantic_encoder", "semantic_adapter", "acoustic_encoder", "acoustic_quantizer"]
+    out = train_codec.main([*base, "--output-dir", str(tmp_path / "decoder"), "--init-from", str(start),
+                            "--freeze", *frozen])
+    before = SAC.from_pretrained(start)
+    wav = tone(4 * 1280, hz=230.0)
+    for folder in (out / "final", out / "final" / "ema"):
+        after = SAC.from_pretrained(folder)
+        for name in frozen:  # weights and buffers (the VQ's usage statistic, its revived codes) alike
+            expected = getattr(before, name).state_dict()
+            assert all(torch.equal(v, expected[k]) for k, v in getattr(after, name).state_dict().items()), name
+        assert torch.equal(after.encode_acoustic(wav), before.encode_acoustic(wav))
+    trained, expected = SAC.from_pretrained(out / "final").prenet.state_dict(), before.prenet.state_dict()
+    assert not all(torch.equal(v, expected[k]) for k, v in trained.items())  # the decoder side did train
+    with pytest.raises(ValueError, match="does not have; its modules: semantic_encoder"):
+        train_codec.main([*base, "--output-dir", str(tmp_path / "bad"), "--freeze", "encoder"])
