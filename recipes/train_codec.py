@@ -289,9 +289,9 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
 
 def submodule(generator: SAC, name: str) -> nn.Module:
     children = dict(generator.named_children())
-    if not isinstance(children.get(name), nn.Module):
+    if name not in children:
         raise ValueError(f"train.freeze names {name!r}, which this codec does not have; its modules: "
-                         f"{', '.join(n for n, m in children.items() if m is not None)}")
+                         f"{', '.join(children)}")
     return children[name]
 
 
