@@ -1,13 +1,15 @@
 """Loading and saving SAC weights.
 
 Two on-disk forms are read:
-  * ours: a folder with `config.json` (a `SACConfig` as plain data) and `model.safetensors`;
+  * ours: a folder with `config.json` (a `SACConfig` as plain data) and `model.safetensors`, or, when saved with a
+    shard size, `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json` (the Hugging Face layout);
   * the released one: a `.pt` dict with `generator` / `ema_generator` (+ `discriminator`) and the released YAML.
 Both end in one strict `load_state_dict`; a mismatch raises and lists the missing and unexpected keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from .model import SAC
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 SEMANTIC_CODEBOOK_KEY = "semantic_encoder.codebook.weight"
 # Keys of released checkpoints that carry no inference or training state of SAC itself: ema_pytorch
 # bookkeeping, the frozen ERes2Net teacher, and the tokenizer's EMA statistics.
@@ -59,8 +62,10 @@ def _finish(model: SAC, dtype: torch.dtype, device: str | torch.device) -> SAC:
 
 
 # ---- our folder format ---------------------------------------------------------------------------------------
-def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` into `folder`, atomically (a crash leaves no half folder)."""
+def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None = None,
+                    max_shard_bytes: int | None = None) -> Path:
+    """Write `config.json` + the weights into `folder`, atomically (a crash leaves no half folder). Weights over
+    `max_shard_bytes` are split into shards at tensor boundaries, with an index (repositories with a file-size cap)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -68,7 +73,7 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
         model.config.save(tmp / CONFIG_NAME)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "codec": "sac"})
+        write_weights(state, tmp, max_shard_bytes)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -78,13 +83,52 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
     return folder
 
 
+def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None) -> None:
+    metadata = {"format": "pt", "codec": "sac"}
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        save_file(state, str(folder / WEIGHTS_NAME), metadata=metadata)
+        return
+    shards, size = [{}], 0
+    for key, value in state.items():  # greedy, in state order; a tensor over the limit gets a shard of its own
+        nbytes = value.numel() * value.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards, size = [*shards, {}], 0
+        shards[-1][key], size = value, size + nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata=metadata)
+        weight_map.update(dict.fromkeys(shard, name))
+    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                indent=2) + "\n")
+
+
+def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a SAC model folder, from `model.safetensors` or from the shards its index names."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).is_file():
+        return load_file(str(folder / WEIGHTS_NAME))
+    if not (folder / INDEX_NAME).is_file():
+        raise FileNotFoundError(f"{folder} is not a SAC model folder: it has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+    weight_map = json.loads((folder / INDEX_NAME).read_text())["weight_map"]
+    state = {}
+    for name in sorted(set(weight_map.values())):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / INDEX_NAME} names the shard {name}, which is missing")
+        state.update(load_file(str(folder / name)))
+    if state.keys() != weight_map.keys():
+        raise CheckpointError(f"the shards in {folder} do not hold the tensors {INDEX_NAME} lists: "
+                              f"{sorted(state.keys() ^ weight_map.keys())[:10]}")
+    return state
+
+
 def load_folder(folder: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> SAC:
     folder = Path(folder)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} is not a SAC model folder: {name} is missing")
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder} is not a SAC model folder: {CONFIG_NAME} is missing")
     model = SAC(SACConfig.load(folder / CONFIG_NAME))
-    load_state_dict_strict(model, load_file(str(folder / WEIGHTS_NAME)), folder / WEIGHTS_NAME)
+    load_state_dict_strict(model, read_weights(folder), folder)
     return _finish(model, dtype, device)
 
 

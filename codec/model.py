@@ -53,10 +53,10 @@ class SAC(nn.Module):
 
         return load_sac(source, **kwargs)
 
-    def save_pretrained(self, folder, dtype: torch.dtype | None = None):
+    def save_pretrained(self, folder, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None):
         from .checkpoint import save_pretrained
 
-        return save_pretrained(self, folder, dtype=dtype)
+        return save_pretrained(self, folder, dtype=dtype, max_shard_bytes=max_shard_bytes)
 
     @property
     def device(self) -> torch.device:

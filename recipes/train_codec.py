@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python recipes/train_codec.py`: make `r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import SAC, SACConfig
+from codec.checkpoint import load_state_dict_strict, read_weights
 from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from codec.semantic_tokenizer import SemanticTokenizer
@@ -277,7 +278,8 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
     for name in train.freeze:
         submodule(generator, name).requires_grad_(False)
     # every trained parameter decays (AdamW's 0.01), as the release does: no norm/bias exclusion group
-    g_opt = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], train.lr, train.betas, weight_decay=train.weight_decay)
+    trained = [p for p in generator.parameters() if p.requires_grad]
+    g_opt = torch.optim.AdamW(trained, train.lr, train.betas, weight_decay=train.weight_decay)
     d_opt = torch.optim.AdamW(discriminator.parameters(), train.lr, train.betas, weight_decay=train.weight_decay)
     g_sched, d_sched = exponential_lr(g_opt, train), exponential_lr(d_opt, train)
     ema = EMA(generator, train.ema_beta, train.ema_update_after_step, train.ema_update_every,
@@ -306,7 +308,7 @@ def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> N
     SAC (the codec embeds the tokenizer's ids with the tokenizer's own VQ codebook, frozen)."""
     generator = run.accelerator.unwrap_model(run.generator)
     if train.init_from:
-        load_init(generator, Path(train.init_from) / "model.safetensors", train.init_skip)
+        load_init(generator, Path(train.init_from), train.init_skip)
     if data.semantic_tokenizer:
         codebook = SemanticTokenizer.from_pretrained(data.semantic_tokenizer).codebook.weight
         target = generator.semantic_encoder.codebook.weight
@@ -320,17 +322,18 @@ def start_weights(run: CodecRun, train: CodecTrainConfig, data: DataConfig) -> N
         run.ema.model.load_state_dict(generator.state_dict())
 
 
-def load_init(generator: SAC, weights: Path, skip: list[str]) -> None:
-    """`weights` into the generator, strictly, except the modules named in `skip`: they keep their fresh init (a new
-    decoder on a trained encoder, say), and the file's tensors for them are ignored."""
+def load_init(generator: SAC, folder: Path, skip: list[str]) -> None:
+    """A SAC folder's weights into the generator, strictly, except the modules named in `skip`: they keep their fresh
+    init (a new decoder on a trained encoder, say), and the folder's tensors for them are ignored."""
+    state = read_weights(folder)
     if not skip:
-        load_model(generator, str(weights), strict=True)
+        load_state_dict_strict(generator, state, folder)
         return
     prefixes = tuple(f"{name}." for name in skip)
-    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(prefixes)}
+    state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
     expected = {k for k in generator.state_dict() if not k.startswith(prefixes)}
     if state.keys() != expected:
-        raise ValueError(f"{weights} does not match this model outside {skip}: missing "
+        raise ValueError(f"{folder} does not match this model outside {skip}: missing "
                          f"{sorted(expected - state.keys())[:5]}, unexpected {sorted(state.keys() - expected)[:5]}")
     generator.load_state_dict(state, strict=False)  # strict=False only for the skipped modules, checked above
 

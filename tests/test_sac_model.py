@@ -102,6 +102,30 @@ def test_any_floating_dtype_at_load_time(reference_dir, dtype):
     assert wav.shape == (1, 1, 3 * 1280) and wav.dtype == dtype
 
 
+def test_sharded_folder_loads_the_same_weights(tmp_path):
+    import json
+
+    from codec.checkpoint import INDEX_NAME
+
+    torch.manual_seed(0)
+    model = SAC(tiny_config()).eval()
+    total = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    save_pretrained(model, tmp_path / "sac", max_shard_bytes=total // 3)
+    shards = sorted(p.name for p in (tmp_path / "sac").glob("model-*.safetensors"))
+    assert len(shards) >= 3 and not (tmp_path / "sac" / "model.safetensors").exists()
+    assert all((tmp_path / "sac" / name).stat().st_size < total // 3 + 4096 for name in shards)
+    index = json.loads((tmp_path / "sac" / INDEX_NAME).read_text())
+    assert sorted(set(index["weight_map"].values())) == shards and index["metadata"]["total_size"] == total
+    loaded = SAC.from_pretrained(tmp_path / "sac")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    (tmp_path / "sac" / shards[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"names the shard {shards[1]}, which is missing"):
+        SAC.from_pretrained(tmp_path / "sac")
+    (tmp_path / "sac" / INDEX_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor model.safetensors.index.json"):
+        SAC.from_pretrained(tmp_path / "sac")
+
+
 def test_folder_round_trip_is_exact(tmp_path):
     torch.manual_seed(0)
     model = SAC(tiny_config()).eval()
