@@ -185,6 +185,18 @@ def test_codec_system_through_the_cli(tmp_path, tiny_tts_dir):
 
 
 @needs_eval
+def test_vc_system_converts_the_ground_truth_and_skips_rows_without_it(tmp_path, tiny_tts_dir):
+    lst = _tiny_list(tmp_path, ["Hello."])
+    lst.write_text(lst.read_text() + "u9|Hello world, this is a tiny test voice.|prompt.wav|no ground truth\n")
+    report = _run(lst, tmp_path / "vc_out", "vc", model=str(tiny_tts_dir), seed=3, dnsmos=False, threads=1)
+    assert report["aggregates"]["counts"]["ok"] == 1 and report["aggregates"]["counts"]["skipped"] == 1
+    row = next(r for r in report["rows"] if r["utt"] == "u0")
+    source_s = soundfile.info(tmp_path / "prompt.wav").duration
+    assert soundfile.info(row["system"]["audio"]).duration == pytest.approx(source_s, abs=0.09)  # its timing kept
+    assert report["settings"]["system"] == "vc" and report["aggregates"]["system"]["sim"] is not None
+
+
+@needs_eval
 def test_tts_system_with_the_tiny_model(tmp_path, tiny_tts_dir):
     # Short texts keep the random model's noise short: every second of output is recognised twice.
     lst = _tiny_list(tmp_path, ["A single step.", "Hello."], with_gt=False)

@@ -47,6 +47,21 @@ def test_synthesize_is_seeded_and_speed_changes_duration(tts, voice):
     assert abs(len(fast) - len(a) / 2) <= 16000 * 0.05
 
 
+def test_voice_conversion_keeps_the_source_timing_in_the_prompt_voice(tts, voice):
+    source = speech_like(2.4, seed=5)
+    a = tts.convert(source, voice, sample_rate=16000, seed=2)
+    assert a.dtype == np.float32 and len(a) == len(source) and np.isfinite(a).all()
+    assert np.array_equal(a, tts.convert(source, voice, sample_rate=16000, seed=2))
+    assert not np.array_equal(a, tts.convert(source, voice, sample_rate=16000, seed=3))
+    resampled = soxr.resample(source, 16000, 44100)  # any rate: the codec resamples
+    assert len(tts.convert(resampled, voice, sample_rate=44100, seed=2)) == len(a)
+    assert abs(len(tts.convert(source, voice, sample_rate=16000, seed=2, speed=2.0)) - len(a) / 2) <= 16000 * 0.05
+    with pytest.raises(TTSError, match="source speech is 0.0 s long"):
+        tts.convert(source[:100], voice, sample_rate=16000)
+    with pytest.raises(TTSError, match="pass sample_rate="):
+        tts.convert(source, voice)
+
+
 def test_streaming_decoder_matches_one_full_decode(tts, voice):
     g = torch.Generator().manual_seed(0)
     semantic, acoustic = torch.randint(0, 64, (90,), generator=g), torch.randint(0, 64, (180,), generator=g)
@@ -206,4 +221,8 @@ def test_cli_synthesize_and_voice_commands(tiny_tts_dir, tmp_path, capsys):
     assert "FAILED two" in capsys.readouterr().err
     assert main(["synthesize", "Hi.", "--voice", "nobody", "-o", str(tmp_path / "x.wav"), *common]) == 2
     assert "no voice named 'nobody'" in capsys.readouterr().err
+    assert main(["convert", str(prompt), "--voice", "me", "-o", str(tmp_path / "vc.wav"), "--seed", "1", *common]) == 0
+    assert soundfile.info(tmp_path / "vc.wav").frames == soundfile.info(prompt).frames
+    assert main(["convert", str(tmp_path / "none.wav"), "--voice", "me", "-o", str(tmp_path / "x.wav"), *common]) == 2
+    assert "source speech" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
     assert main(["voice", "remove", "me", "--voices-dir", str(tmp_path / "voices")]) == 0

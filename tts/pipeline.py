@@ -36,6 +36,7 @@ from .text import split_text
 from .voice import VoicePrompt
 
 DEFAULT_MODEL_ENV = "SAC_TTS_MODEL"
+MAX_SOURCE_SECONDS = 600.0  # voice conversion decodes the whole source at once
 
 
 @dataclass
@@ -122,6 +123,14 @@ class TTS:
                     sample_rate: int | None = None) -> VoicePrompt:
         """A few seconds of speech and its transcript -> a reusable voice prompt (tokenized once)."""
         self._encode_text(text)  # the transcript must be speakable
+        cfg = self.config
+        semantic, acoustic, seconds = self._tokens(audio, sample_rate, "voice prompt", cfg.min_prompt_seconds,
+                                                   cfg.max_prompt_seconds, "trim it, or record more")
+        return VoicePrompt(text=text, semantic=semantic, acoustic=acoustic, duration_s=seconds)
+
+    def _tokens(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None, what: str,
+                min_seconds: float, max_seconds: float, advice: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Audio -> (semantic [Ts], acoustic [Ts * k], seconds), with its length checked."""
         try:
             if isinstance(audio, (str, Path)):
                 wav, sample_rate = load_audio(audio, self.sample_rate), self.sample_rate
@@ -130,15 +139,26 @@ class TTS:
             else:
                 wav = audio
             seconds = np.asarray(wav).shape[-1] / sample_rate
-            cfg = self.config
-            if not cfg.min_prompt_seconds <= seconds <= cfg.max_prompt_seconds:
-                raise TTSError(f"the voice prompt is {seconds:.1f} s long; use {cfg.min_prompt_seconds:g} to "
-                               f"{cfg.max_prompt_seconds:g} s of speech (trim it, or record more)")
+            if not min_seconds <= seconds <= max_seconds:
+                raise TTSError(f"the {what} is {seconds:.1f} s long; use {min_seconds:g} to {max_seconds:g} s of "
+                               f"speech ({advice})")
             tokens = self.codec.encode([wav], sample_rate)
         except AudioError as exc:
             raise TTSError(str(exc)) from exc
         semantic, acoustic = tokens.clip(0)
-        return VoicePrompt(text=text, semantic=semantic.clone(), acoustic=acoustic.clone(), duration_s=seconds)
+        return semantic.clone(), acoustic.clone(), seconds
+
+    def convert(self, audio: str | Path | np.ndarray | torch.Tensor, voice: VoicePrompt,
+                sample_rate: int | None = None, options: SynthesisOptions | None = None, **overrides) -> np.ndarray:
+        """Voice conversion: the words and timing of `audio` (its semantic ids) spoken in `voice` by the second stage
+        and the decoder -> float32 wav [samples]. The LM is not used, so this is also the TTS with a perfect LM."""
+        options, seed = self._resolve(options, overrides)
+        hop_seconds = self.codec.model.config.semantic_hop_samples / self.sample_rate
+        semantic, _, seconds = self._tokens(audio, sample_rate, "source speech", hop_seconds, MAX_SOURCE_SECONDS,
+                                            "cut longer speech into parts")
+        acoustic = self._acoustic(semantic.tolist(), voice, options, seed)
+        wav = self._decode(semantic, acoustic, voice)[:round(seconds * self.sample_rate)]  # the codec's padding off
+        return time_stretch(wav, options.speed, self.sample_rate)
 
     # ---- synthesis -----------------------------------------------------------------------------------------
     def _chunks(self, text: str) -> list[list[int]]:

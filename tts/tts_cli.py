@@ -1,4 +1,4 @@
-"""`sac-tts synthesize` and `sac-tts voice add|list|remove`."""
+"""`sac-tts synthesize`, `sac-tts convert` and `sac-tts voice add|list|remove`."""
 
 from __future__ import annotations
 
@@ -82,6 +82,20 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from codec.audio import save_wav
+
+    from .pipeline import SynthesisOptions
+
+    options = SynthesisOptions(seed=args.seed, flow_steps=args.flow_steps, cfg_scale=args.cfg_scale, speed=args.speed)
+    if not Path(args.source).is_file():
+        raise TTSError(f"source speech {args.source} not found")
+    tts = _load_tts(args)
+    save_wav(Path(args.output), tts.convert(args.source, _voice(args, tts), options=options), tts.sample_rate)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_voice(args: argparse.Namespace) -> int:
     from .voices import VoiceStore
 
@@ -122,6 +136,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-scale", type=float, default=2.0)
     p.add_argument("--speed", type=float, default=1.0)
     p.set_defaults(func=cmd_synthesize)
+
+    p = subparsers.add_parser("convert", help="voice conversion: say what a recording says, in a cloned voice")
+    p.add_argument("source", help="the speech to convert (its words and timing are kept)")
+    p.add_argument("--voice", required=True, help="a prompt audio file (with --voice-text) or a saved voice name")
+    p.add_argument("--voice-text", help="transcript of the prompt audio")
+    p.add_argument("--voices-dir", help="saved voices folder (default: $SAC_TTS_VOICES_DIR or ~/.local/share)")
+    p.add_argument("-o", "--output", required=True, help="output .wav")
+    _model_args(p)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--flow-steps", type=int, default=12)
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--speed", type=float, default=1.0)
+    p.set_defaults(func=cmd_convert)
 
     voice = subparsers.add_parser("voice", help="saved voices: add, list, remove")
     commands = voice.add_subparsers(dest="voice_command", required=True)

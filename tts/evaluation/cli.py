@@ -14,7 +14,8 @@ from .systems import SYSTEMS
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("list", type=Path, help="utt|prompt_text|prompt_wav|target_text[|ground_truth_wav] lines")
     parser.add_argument("--system", choices=SYSTEMS, default="tts",
-                        help="tts: clone each prompt and speak the target; codec: reconstruct the ground truth; "
+                        help="tts: clone each prompt and speak the target; vc: the ground truth converted to the "
+                             "prompt's voice (the TTS with a perfect LM); codec: reconstruct the ground truth; "
                              "ground-truth: score the recordings themselves (default: tts)")
     parser.add_argument("--model", help="TTS model folder (default: $SAC_TTS_MODEL or the bundled model)")
     parser.add_argument("--codec", help="codec folder with semantic_tokenizer/ (for --system codec)")

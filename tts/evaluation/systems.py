@@ -1,5 +1,6 @@
-"""What is being evaluated: our TTS cloning each prompt, the codec reconstructing the ground truth, or the ground
-truth itself. Each system turns one list item into 16 kHz audio and the compute seconds it took."""
+"""What is being evaluated: our TTS cloning each prompt, voice conversion of the ground truth into the prompt's voice
+(the TTS with a perfect LM), the codec reconstructing the ground truth, or the ground truth itself. Each system turns
+one list item into 16 kHz audio and the compute seconds it took."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from .lists import EvalItem
 
 SAMPLE_RATE = 16000
-SYSTEMS = ("tts", "codec", "ground-truth")
+SYSTEMS = ("tts", "vc", "codec", "ground-truth")
 
 
 class SkipItem(Exception):
@@ -110,15 +111,36 @@ class TTSSystem:
     def describe(self) -> dict:
         return {"system": self.name, "model": self.path, "seed": self.seed, "model_sample_rate": self.tts.sample_rate}
 
-    def generate(self, item: EvalItem) -> Output:
+    def voice(self, item: EvalItem) -> tuple[object, float]:
+        """The item's prompt as a voice, and the seconds cloning took (0 when cached)."""
         key = (str(item.prompt_wav), item.prompt_text)
-        clone_s = 0.0
-        if key not in self._voices:  # one prompt serves many targets; clone it once
-            start = time.perf_counter()
-            self._voices[key] = self.tts.clone_voice(item.prompt_wav, item.prompt_text)
-            clone_s = time.perf_counter() - start
+        if key in self._voices:  # one prompt serves many targets; clone it once
+            return self._voices[key], 0.0
         start = time.perf_counter()
-        wav = self.tts.synthesize(item.target_text, self._voices[key], seed=item_seed(self.seed, item.utt))
+        self._voices[key] = self.tts.clone_voice(item.prompt_wav, item.prompt_text)
+        return self._voices[key], time.perf_counter() - start
+
+    def generate(self, item: EvalItem) -> Output:
+        voice, clone_s = self.voice(item)
+        start = time.perf_counter()
+        wav = self.tts.synthesize(item.target_text, voice, seed=item_seed(self.seed, item.utt))
+        seconds = time.perf_counter() - start
+        return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
+
+
+class VoiceConversionSystem(TTSSystem):
+    """The ground truth's semantic ids spoken in the prompt's voice by the second stage and the decoder: the TTS with
+    a perfect LM, so that comparing it with `tts` separates the LM's errors from the rest."""
+
+    name = "vc"
+
+    def generate(self, item: EvalItem) -> Output:
+        if item.ground_truth_wav is None:
+            raise SkipItem("no ground-truth wav in the list")
+        voice, clone_s = self.voice(item)
+        source = load_wav(item.ground_truth_wav)
+        start = time.perf_counter()
+        wav = self.tts.convert(source, voice, sample_rate=SAMPLE_RATE, seed=item_seed(self.seed, item.utt))
         seconds = time.perf_counter() - start
         return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
 
@@ -127,6 +149,8 @@ def make_system(name: str, model: str | Path | None = None, codec: str | Path | 
                 device: str = "cpu"):
     if name == "tts":
         return TTSSystem(model, seed=seed, device=device)
+    if name == "vc":
+        return VoiceConversionSystem(model, seed=seed, device=device)
     if name == "codec":
         if codec is None:
             raise ValueError("--system codec needs --codec PATH (a codec folder with semantic_tokenizer/)")
