@@ -119,35 +119,33 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
 
 
+def _speaker_args(p: argparse.ArgumentParser) -> None:
+    """The voice, the model and the second stage's options, shared by synthesize and convert."""
+    p.add_argument("--voice", required=True, help="a prompt audio file (with --voice-text) or a saved voice name")
+    p.add_argument("--voice-text", help="transcript of the prompt audio")
+    p.add_argument("--voices-dir", help="saved voices folder (default: $SAC_TTS_VOICES_DIR or ~/.local/share)")
+    _model_args(p)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--flow-steps", type=int, default=12)
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--speed", type=float, default=1.0)
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synthesize", help="speak text in a cloned voice")
     p.add_argument("text", nargs="?", help="the text to speak (or --input)")
     p.add_argument("--input", help="JSONL with 'text' and optional 'id' per line; -o is then a folder")
-    p.add_argument("--voice", required=True, help="a prompt audio file (with --voice-text) or a saved voice name")
-    p.add_argument("--voice-text", help="transcript of the prompt audio")
-    p.add_argument("--voices-dir", help="saved voices folder (default: $SAC_TTS_VOICES_DIR or ~/.local/share)")
     p.add_argument("-o", "--output", required=True, help="output .wav (or folder with --input)")
-    _model_args(p)
-    p.add_argument("--seed", type=int)
+    _speaker_args(p)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=25)
     p.add_argument("--top-p", type=float, default=0.8)
-    p.add_argument("--flow-steps", type=int, default=12)
-    p.add_argument("--cfg-scale", type=float, default=2.0)
-    p.add_argument("--speed", type=float, default=1.0)
     p.set_defaults(func=cmd_synthesize)
 
     p = subparsers.add_parser("convert", help="voice conversion: say what a recording says, in a cloned voice")
     p.add_argument("source", help="the speech to convert (its words and timing are kept)")
-    p.add_argument("--voice", required=True, help="a prompt audio file (with --voice-text) or a saved voice name")
-    p.add_argument("--voice-text", help="transcript of the prompt audio")
-    p.add_argument("--voices-dir", help="saved voices folder (default: $SAC_TTS_VOICES_DIR or ~/.local/share)")
     p.add_argument("-o", "--output", required=True, help="output .wav")
-    _model_args(p)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--flow-steps", type=int, default=12)
-    p.add_argument("--cfg-scale", type=float, default=2.0)
-    p.add_argument("--speed", type=float, default=1.0)
+    _speaker_args(p)
     p.set_defaults(func=cmd_convert)
 
     voice = subparsers.add_parser("voice", help="saved voices: add, list, remove")
