@@ -56,14 +56,14 @@ def test_a_new_decoder_starts_on_a_trained_codec_with_init_skip(tmp_path):
 
     torch.manual_seed(0)
     save_pretrained(SAC(tiny_config()), tmp_path / "wave")
-    weights = tmp_path / "wave"
+    wave_codec = tmp_path / "wave"
     fresh = SAC(tiny_config(vocos_decoder=VOCOS))
     decoder = {k: v.clone() for k, v in fresh.acoustic_decoder.state_dict().items()}
-    load_init(fresh, weights, ["acoustic_decoder"])
+    load_init(fresh, wave_codec, ["acoustic_decoder"])
     trained = SAC.from_pretrained(tmp_path / "wave")
     assert torch.equal(fresh.acoustic_encoder.block[0].weight, trained.acoustic_encoder.block[0].weight)
     assert all(torch.equal(v, decoder[k]) for k, v in fresh.acoustic_decoder.state_dict().items())
     with pytest.raises(CheckpointError, match="acoustic_decoder"):  # without the skip, the decoders do not match
-        load_init(SAC(tiny_config(vocos_decoder=VOCOS)), weights, [])
+        load_init(SAC(tiny_config(vocos_decoder=VOCOS)), wave_codec, [])
     with pytest.raises(ValueError, match="does not match this model outside"):
-        load_init(SAC(tiny_config(vocos_decoder=VOCOS)), weights, ["prenet"])
+        load_init(SAC(tiny_config(vocos_decoder=VOCOS)), wave_codec, ["prenet"])

@@ -52,6 +52,13 @@ def _to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(wav, np.float64), rate, SAMPLE_RATE, quality="VHQ").astype(np.float32)
 
 
+def ground_truth_audio(item: EvalItem) -> np.ndarray:
+    """The item's ground-truth recording at 16 kHz; an item without one is skipped, not failed."""
+    if item.ground_truth_wav is None:
+        raise SkipItem("no ground-truth wav in the list")
+    return load_wav(item.ground_truth_wav)
+
+
 class GroundTruthSystem:
     name = "ground-truth"
 
@@ -59,9 +66,7 @@ class GroundTruthSystem:
         return {"system": self.name}
 
     def generate(self, item: EvalItem) -> Output:
-        if item.ground_truth_wav is None:
-            raise SkipItem("no ground-truth wav in the list")
-        return Output(load_wav(item.ground_truth_wav), None)
+        return Output(ground_truth_audio(item), None)
 
 
 class CodecSystem:
@@ -81,9 +86,7 @@ class CodecSystem:
         return {"system": self.name, "codec": self.path, "codec_sample_rate": self.codec.sample_rate}
 
     def generate(self, item: EvalItem) -> Output:
-        if item.ground_truth_wav is None:
-            raise SkipItem("no ground-truth wav in the list")
-        wav = load_wav(item.ground_truth_wav)
+        wav = ground_truth_audio(item)
         start = time.perf_counter()
         out = self.codec.reconstruct([wav], SAMPLE_RATE)[0].numpy()
         seconds = time.perf_counter() - start
@@ -135,10 +138,8 @@ class VoiceConversionSystem(TTSSystem):
     name = "vc"
 
     def generate(self, item: EvalItem) -> Output:
-        if item.ground_truth_wav is None:
-            raise SkipItem("no ground-truth wav in the list")
+        source = ground_truth_audio(item)
         voice, clone_s = self.voice(item)
-        source = load_wav(item.ground_truth_wav)
         start = time.perf_counter()
         wav = self.tts.convert(source, voice, sample_rate=SAMPLE_RATE, seed=item_seed(self.seed, item.utt))
         seconds = time.perf_counter() - start
