@@ -212,3 +212,16 @@ def test_tts_system_with_the_tiny_model(tmp_path, tiny_tts_dir):
     assert system["rtf"]["total"] > 0 and system["wer_open"]["mean"] is not None and system["sim"] is not None
     assert (tmp_path / "tts_out" / "wavs" / "u0.wav").is_file()
     assert "Failed utterances" in (tmp_path / "tts_out" / "results.md").read_text()
+
+
+def test_sampling_options_reach_the_system_and_its_description(tmp_path, tiny_tts_dir):
+    from tts.evaluation.systems import make_system
+    from tts.pipeline import SynthesisOptions
+
+    item = read_list(_tiny_list(tmp_path, ["Hello."]))[0]
+    default = make_system("vc", str(tiny_tts_dir), seed=3)
+    cooler = make_system("vc", str(tiny_tts_dir), seed=3, options=SynthesisOptions(flow_temperature=0.3, flow_steps=4))
+    assert cooler.describe()["options"] == {**default.describe()["options"], "flow_temperature": 0.3, "flow_steps": 4}
+    assert "seed" not in cooler.describe()["options"]  # each utterance's seed derives from the run's
+    assert np.array_equal(default.generate(item).wav, default.generate(item).wav)
+    assert not np.array_equal(default.generate(item).wav, cooler.generate(item).wav)

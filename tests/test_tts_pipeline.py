@@ -226,3 +226,15 @@ def test_cli_synthesize_and_voice_commands(tiny_tts_dir, tmp_path, capsys):
     assert main(["convert", str(tmp_path / "none.wav"), "--voice", "me", "-o", str(tmp_path / "x.wav"), *common]) == 2
     assert "source speech" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
     assert main(["voice", "remove", "me", "--voices-dir", str(tmp_path / "voices")]) == 0
+
+
+@pytest.mark.parametrize("command", ["synthesize", "convert", "eval"])
+def test_sampling_flags_default_to_the_synthesis_options(command):
+    from tts.cli import build_parser
+    from tts.tts_cli import sampling_options
+
+    required = {"synthesize": ["Hi.", "--voice", "v", "-o", "x.wav"], "convert": ["src.wav", "--voice", "v", "-o", "x"],
+                "eval": ["list.lst", "--out", "o"]}[command]
+    assert sampling_options(build_parser().parse_args([command, *required])) == SynthesisOptions()
+    args = build_parser().parse_args([command, *required, "--flow-temperature", "0.5", "--cfg-scale", "1.5"])
+    assert sampling_options(args, seed=4) == SynthesisOptions(seed=4, flow_temperature=0.5, cfg_scale=1.5)

@@ -32,11 +32,14 @@ def _voice(args: argparse.Namespace, tts):
     return VoiceStore(args.voices_dir).get(args.voice)
 
 
-def _options(args: argparse.Namespace):
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "flow_steps", "cfg_scale", "flow_temperature")
+
+
+def sampling_options(args: argparse.Namespace, **fixed):
+    """The SynthesisOptions named by the parser's sampling flags (those it has) and `fixed` (seed, speed)."""
     from .pipeline import SynthesisOptions
 
-    return SynthesisOptions(seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            flow_steps=args.flow_steps, cfg_scale=args.cfg_scale, speed=args.speed)
+    return SynthesisOptions(**{name: getattr(args, name) for name in SAMPLING_FIELDS if hasattr(args, name)}, **fixed)
 
 
 def _read_jobs(path: Path) -> list[dict]:
@@ -60,7 +63,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     if (args.text is None) == (args.input is None):
         raise TTSError("give either a text to speak or --input texts.jsonl")
-    options = _options(args)  # bad options fail before the model loads
+    options = sampling_options(args, seed=args.seed, speed=args.speed)  # bad options fail before loading
     jobs = _read_jobs(Path(args.input)) if args.input else [{"id": None, "text": args.text}]
     tts = _load_tts(args)
     voice = _voice(args, tts)
@@ -85,9 +88,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from codec.audio import save_wav
 
-    from .pipeline import SynthesisOptions
-
-    options = SynthesisOptions(seed=args.seed, flow_steps=args.flow_steps, cfg_scale=args.cfg_scale, speed=args.speed)
+    options = sampling_options(args, seed=args.seed, speed=args.speed)
     if not Path(args.source).is_file():
         raise TTSError(f"source speech {args.source} not found")
     tts = _load_tts(args)
@@ -120,15 +121,24 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _speaker_args(p: argparse.ArgumentParser) -> None:
-    """The voice, the model and the second stage's options, shared by synthesize and convert."""
+    """The voice, the model, the seed and the speed, shared by synthesize and convert."""
     p.add_argument("--voice", required=True, help="a prompt audio file (with --voice-text) or a saved voice name")
     p.add_argument("--voice-text", help="transcript of the prompt audio")
     p.add_argument("--voices-dir", help="saved voices folder (default: $SAC_TTS_VOICES_DIR or ~/.local/share)")
     _model_args(p)
     p.add_argument("--seed", type=int)
-    p.add_argument("--flow-steps", type=int, default=12)
-    p.add_argument("--cfg-scale", type=float, default=2.0)
     p.add_argument("--speed", type=float, default=1.0)
+
+
+def sampling_args(p: argparse.ArgumentParser, *, lm: bool) -> None:
+    """Sampling flags with SynthesisOptions' defaults, shared by synthesize, convert (no LM) and eval."""
+    if lm:
+        p.add_argument("--temperature", type=float, default=1.0, help="LM sampling temperature")
+        p.add_argument("--top-k", type=int, default=25, help="LM sampling: keep the k likeliest ids")
+        p.add_argument("--top-p", type=float, default=0.8, help="LM sampling: nucleus mass")
+    p.add_argument("--flow-steps", type=int, default=12, help="second stage: unmasking steps")
+    p.add_argument("--cfg-scale", type=float, default=2.0, help="second stage: guidance by the prompt")
+    p.add_argument("--flow-temperature", type=float, default=1.0, help="second stage: sampling temperature")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -137,15 +147,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="JSONL with 'text' and optional 'id' per line; -o is then a folder")
     p.add_argument("-o", "--output", required=True, help="output .wav (or folder with --input)")
     _speaker_args(p)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=25)
-    p.add_argument("--top-p", type=float, default=0.8)
+    sampling_args(p, lm=True)
     p.set_defaults(func=cmd_synthesize)
 
     p = subparsers.add_parser("convert", help="voice conversion: say what a recording says, in a cloned voice")
     p.add_argument("source", help="the speech to convert (its words and timing are kept)")
     p.add_argument("-o", "--output", required=True, help="output .wav")
     _speaker_args(p)
+    sampling_args(p, lm=False)
     p.set_defaults(func=cmd_convert)
 
     voice = subparsers.add_parser("voice", help="saved voices: add, list, remove")

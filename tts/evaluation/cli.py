@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .deps import EvalDependencyError
 from .lists import ListError
+from ..tts_cli import sampling_args, sampling_options
 from .systems import SYSTEMS
 
 
@@ -31,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "torch's choice). The metric models always run on one thread.")
     parser.add_argument("--device", default="cpu", help="device of the TTS/codec and speaker encoder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table on stdout")
+    sampling_args(parser.add_argument_group("sampling (tts and vc systems)"), lm=True)
     parser.set_defaults(func=run)
     return parser
 
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(system=args.system, model=args.model, codec=args.codec, seed=args.seed, limit=args.limit,
                             scorer=ScorerOptions(args.distractors, args.distractor_file, not args.no_dnsmos,
                                                  args.device),
-                            save_audio=not args.no_audio, progress=not args.quiet, threads=args.threads)
+                            save_audio=not args.no_audio, progress=not args.quiet, threads=args.threads,
+                            options=sampling_options(args))
     report = run_evaluation(args.list, args.out, settings)
     if not args.quiet:
         print((args.out / "results.md").read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -32,6 +33,7 @@ class EvalSettings:
     save_audio: bool = True
     progress: bool = True
     threads: int | None = None  # torch threads for the system (RTF depends on it); None: torch's default
+    options: Any = None  # SynthesisOptions (sampling) for the tts and vc systems; None: the defaults
 
 
 def _error(exc: BaseException) -> str:
@@ -104,7 +106,8 @@ def _run(list_path: str | Path, out_dir: str | Path, settings: EvalSettings) -> 
     scorer = Scorer(all_items, out_dir / "list_lm", settings.scorer)
     metric_load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    system = make_system(settings.system, settings.model, settings.codec, settings.seed, settings.scorer.device)
+    system = make_system(settings.system, settings.model, settings.codec, settings.seed, settings.scorer.device,
+                         settings.options)
     system_load_s = time.perf_counter() - t0
 
     rows: list[dict] = []

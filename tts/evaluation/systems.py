@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,16 +103,19 @@ class TTSSystem:
 
     name = "tts"
 
-    def __init__(self, model: str | Path | None = None, seed: int = 0, device: str = "cpu"):
-        from tts.pipeline import TTS, default_model_path
+    def __init__(self, model: str | Path | None = None, seed: int = 0, device: str = "cpu", options=None):
+        from tts.pipeline import TTS, SynthesisOptions, default_model_path
 
         self.path = str(model if model is not None else default_model_path())
         self.tts = TTS.from_pretrained(self.path, device=device)
         self.seed = seed
+        self.options = options if options is not None else SynthesisOptions()
         self._voices: dict[tuple[str, str], object] = {}
 
     def describe(self) -> dict:
-        return {"system": self.name, "model": self.path, "seed": self.seed, "model_sample_rate": self.tts.sample_rate}
+        options = {name: value for name, value in asdict(self.options).items() if name != "seed"}
+        return {"system": self.name, "model": self.path, "seed": self.seed, "model_sample_rate": self.tts.sample_rate,
+                "options": options}
 
     def voice(self, item: EvalItem) -> tuple[object, float]:
         """The item's prompt as a voice, and the seconds cloning took (0 when cached)."""
@@ -126,7 +129,7 @@ class TTSSystem:
     def generate(self, item: EvalItem) -> Output:
         voice, clone_s = self.voice(item)
         start = time.perf_counter()
-        wav = self.tts.synthesize(item.target_text, voice, seed=item_seed(self.seed, item.utt))
+        wav = self.tts.synthesize(item.target_text, voice, self.options, seed=item_seed(self.seed, item.utt))
         seconds = time.perf_counter() - start
         return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
 
@@ -141,17 +144,19 @@ class VoiceConversionSystem(TTSSystem):
         source = ground_truth_audio(item)
         voice, clone_s = self.voice(item)
         start = time.perf_counter()
-        wav = self.tts.convert(source, voice, sample_rate=SAMPLE_RATE, seed=item_seed(self.seed, item.utt))
+        wav = self.tts.convert(source, voice, sample_rate=SAMPLE_RATE, options=self.options,
+                               seed=item_seed(self.seed, item.utt))
         seconds = time.perf_counter() - start
         return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
 
 
 def make_system(name: str, model: str | Path | None = None, codec: str | Path | None = None, seed: int = 0,
-                device: str = "cpu"):
+                device: str = "cpu", options=None):
+    """`options` (SynthesisOptions: sampling) apply to the tts and vc systems."""
     if name == "tts":
-        return TTSSystem(model, seed=seed, device=device)
+        return TTSSystem(model, seed=seed, device=device, options=options)
     if name == "vc":
-        return VoiceConversionSystem(model, seed=seed, device=device)
+        return VoiceConversionSystem(model, seed=seed, device=device, options=options)
     if name == "codec":
         if codec is None:
             raise ValueError("--system codec needs --codec PATH (a codec folder with semantic_tokenizer/)")
