@@ -129,16 +129,33 @@ class SAC(nn.Module):
             return self.acoustic_decoder(x).clamp(-1.0, 1.0)  # the wave generator's tanh already is; Vocos is not
 
     # ---- training ------------------------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor,
-                seed: int | None = None) -> dict[str, torch.Tensor]:
+    def noisy_acoustic(self, acoustic: torch.Tensor, share: torch.Tensor, seed: int | None) -> torch.Tensor:
+        """acoustic [B, C, Ta] with a `share` [B] of each clip's frames swapped for random codes' embeddings.
+
+        A decoder that can read every word from near-perfect acoustic codes ignores the semantic stream; the second
+        stage then has to predict those codes, and its errors become lost words. Trained on unreliable acoustic
+        codes, the decoder takes the words from the semantic ids, as SAC's design intends.
+        """
+        gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        batch, _, frames = acoustic.shape
+        replace = torch.rand(batch, frames, generator=gen) < share.detach().float().cpu()[:, None]  # [B, Ta]
+        random_ids = torch.randint(0, self.config.codebook_size, (batch, frames), generator=gen)
+        noise = self.acoustic_quantizer.embed(random_ids.to(acoustic.device)).to(acoustic.dtype)  # [B, C, Ta]
+        return torch.where(replace.to(acoustic.device)[:, None, :], noise, acoustic)
+
+    def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor, seed: int | None = None,
+                acoustic_noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training pass. wav [B, 1, L] preprocessed, semantic_ids [B, L / semantic_hop]; `seed` for the VQ's
-        dead-code revival.
+        dead-code revival and the noise. `acoustic_noise` [B] in [0, 1]: the share of each clip's acoustic frames
+        whose code is replaced by a random one (not in the release; see `noisy_acoustic`).
 
         Returns recon [B, 1, L], acoustic_ids [B, Ta], vq_loss [B], and when the training heads exist
         semantic_pred [B, semantic_dim, T_decoder] and speaker_pred [B, D_speaker].
         """
         latent = self.acoustic_encoder(wav)
         acoustic, acoustic_ids, vq_loss = self.acoustic_quantizer(latent, seed)
+        if acoustic_noise is not None:
+            acoustic = self.noisy_acoustic(acoustic, acoustic_noise, seed)
         semantic = self.embed_semantic(semantic_ids)
         x = self.prenet(torch.cat([semantic, acoustic], dim=1))
         out = {"recon": self.acoustic_decoder(x), "acoustic_ids": acoustic_ids, "vq_loss": vq_loss}

@@ -74,6 +74,9 @@ class CodecTrainConfig:
     # modules that keep their start weights: no gradients, no weight decay, eval mode (the acoustic VQ revives no
     # codes). Freezing the encoders and quantiser trains the decoder on without changing any token a corpus holds.
     freeze: list[str] = field(default_factory=list)
+    # each clip's share of acoustic codes replaced by random ones is drawn from U(0, acoustic_noise): the decoder
+    # learns to read the words from the semantic stream (SAC.noisy_acoustic); 0 = off, as in the release
+    acoustic_noise: float = 0.0
     max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
     # what recipes.training.make_accelerator reads
     grad_accum: int = 1
@@ -82,6 +85,8 @@ class CodecTrainConfig:
         self.betas = tuple(self.betas)
         if self.max_minutes < 0:
             raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
+        if not 0 <= self.acoustic_noise <= 1:
+            raise ValueError(f"train.acoustic_noise is a share of frames in [0, 1], got {self.acoustic_noise}")
 
 
 class EMA:
@@ -158,7 +163,11 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
     """One iteration (`step` counts from 1): D step (after warm-up), then G step."""
     acc, t = run.accelerator, run.train
     wav, adversarial = batch["wav"], step > t.generator_warmup_steps
-    out = run.generator(wav, batch["semantic"], seed=t.seed * 1_000_003 + step)
+    seed = t.seed * 1_000_003 + step
+    noise = None
+    if t.acoustic_noise:
+        noise = t.acoustic_noise * torch.rand(wav.shape[0], generator=torch.Generator().manual_seed(seed))  # [B]
+    out = run.generator(wav, batch["semantic"], seed=seed, acoustic_noise=noise)
     recon, stats = out["recon"], {}
     target = wav[..., :recon.shape[-1]]
     if adversarial:

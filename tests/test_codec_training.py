@@ -152,6 +152,23 @@ def test_tiny_sac_learns_a_tone_under_the_mel_loss():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_acoustic_noise_swaps_that_share_of_frames_for_random_codes():
+    torch.manual_seed(0)
+    model = tiny_sac().eval()
+    wav, semantic, share = tone(8 * 1280, hz=230.0, batch=2), torch.randint(0, 16, (2, 8)), torch.tensor([0.0, 1.0])
+    acoustic, _, _ = model.acoustic_quantizer(model.acoustic_encoder(wav))  # [B, C, Ta]
+    noisy = model.noisy_acoustic(acoustic, share, seed=3)
+    assert torch.equal(noisy[0], acoustic[0]) and not torch.equal(noisy[1], acoustic[1])
+    codebook = model.acoustic_quantizer.embed(torch.arange(16)[None])[0]  # [C, codes]
+    distance = (noisy[1][:, :, None] - codebook[:, None, :]).abs().amax(dim=0)  # [Ta, codes]
+    assert (distance.amin(dim=1) < 1e-6).all()  # every swapped frame is some code's embedding
+    assert torch.equal(noisy, model.noisy_acoustic(acoustic, share, seed=3))  # seeded
+    with torch.no_grad():
+        clean = model(wav, semantic, seed=3)["recon"]
+        noised = model(wav, semantic, seed=3, acoustic_noise=share)["recon"]
+    assert torch.equal(clean[0], noised[0]) and not torch.equal(clean[1], noised[1])
+
+
 # ---- the recipe ----------------------------------------------------------------------------------------------------
 def make_token_folder(root: Path) -> Path:
     """Two tone clips (one shorter than a crop) and their semantic ids as a token folder, audio beside the
@@ -251,7 +268,7 @@ def test_frozen_encoders_keep_every_token_while_the_decoder_trains(tmp_path):
     start = train_codec.main([*base, "--output-dir", str(tmp_path / "start"), "--max-steps", "1"]) / "final"
     frozen = ["semantic_encoder", "semantic_adapter", "acoustic_encoder", "acoustic_quantizer"]
     out = train_codec.main([*base, "--output-dir", str(tmp_path / "decoder"), "--init-from", str(start),
-                            "--freeze", *frozen])
+                            "--freeze", *frozen, "--acoustic-noise", "1.0"])
     before = SAC.from_pretrained(start)
     wav = tone(4 * 1280, hz=230.0)
     for folder in (out / "final", out / "final" / "ema"):
@@ -262,5 +279,7 @@ def test_frozen_encoders_keep_every_token_while_the_decoder_trains(tmp_path):
         assert torch.equal(after.encode_acoustic(wav), before.encode_acoustic(wav))
     trained, expected = SAC.from_pretrained(out / "final").prenet.state_dict(), before.prenet.state_dict()
     assert not all(torch.equal(v, expected[k]) for k, v in trained.items())  # the decoder side did train
+    with pytest.raises(ValueError, match="acoustic_noise is a share of frames in"):
+        train_codec.main([*base, "--output-dir", str(tmp_path / "bad"), "--acoustic-noise", "1.5"])
     with pytest.raises(ValueError, match="does not have; its modules: semantic_encoder"):
         train_codec.main([*base, "--output-dir", str(tmp_path / "bad"), "--freeze", "encoder"])
