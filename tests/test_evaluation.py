@@ -225,3 +225,17 @@ def test_sampling_options_reach_the_system_and_its_description(tmp_path, tiny_tt
     assert "seed" not in cooler.describe()["options"]  # each utterance's seed derives from the run's
     assert np.array_equal(default.generate(item).wav, default.generate(item).wav)
     assert not np.array_equal(default.generate(item).wav, cooler.generate(item).wav)
+
+
+def test_codec_with_a_random_stream_keeps_the_length_and_changes_the_audio(tmp_path, tiny_tts_dir):
+    from tts.evaluation.systems import make_system
+
+    item = read_list(_tiny_list(tmp_path, ["Hello."]))[0]
+    plain = make_system("codec", codec=str(tiny_tts_dir / "codec")).generate(item).wav
+    for stream in ("semantic", "acoustic"):
+        system = make_system("codec", codec=str(tiny_tts_dir / "codec"), seed=3, random_stream=stream)
+        first, again = system.generate(item).wav, system.generate(item).wav
+        assert len(first) == len(plain) and np.array_equal(first, again) and not np.array_equal(first, plain)
+        assert system.describe()["random_stream"] == stream
+    with pytest.raises(ValueError, match="--random-stream applies to --system codec, not tts"):
+        make_system("tts", str(tiny_tts_dir), random_stream="semantic")

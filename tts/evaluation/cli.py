@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..tts_cli import sampling_args, sampling_options
 from .deps import EvalDependencyError
 from .lists import ListError
-from ..tts_cli import sampling_args, sampling_options
 from .systems import SYSTEMS
 
 
@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "ground-truth: score the recordings themselves (default: tts)")
     parser.add_argument("--model", help="TTS model folder (default: $SAC_TTS_MODEL or the bundled model)")
     parser.add_argument("--codec", help="codec folder with semantic_tokenizer/ (for --system codec)")
+    parser.add_argument("--random-stream", choices=("semantic", "acoustic"),
+                        help="with --system codec: decode with this stream's ids replaced by random ones (seeded), "
+                             "to see which stream carries the words")
     parser.add_argument("--out", type=Path, required=True, help="output folder: results.json, results.md, wavs/")
     parser.add_argument("--seed", type=int, default=0, help="synthesis seed (each utterance's derives from it)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N utterances")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                             scorer=ScorerOptions(args.distractors, args.distractor_file, not args.no_dnsmos,
                                                  args.device),
                             save_audio=not args.no_audio, progress=not args.quiet, threads=args.threads,
-                            options=sampling_options(args))
+                            options=sampling_options(args), random_stream=args.random_stream)
     report = run_evaluation(args.list, args.out, settings)
     if not args.quiet:
         print((args.out / "results.md").read_text(encoding="utf-8"))

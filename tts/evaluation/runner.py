@@ -34,6 +34,7 @@ class EvalSettings:
     progress: bool = True
     threads: int | None = None  # torch threads for the system (RTF depends on it); None: torch's default
     options: Any = None  # SynthesisOptions (sampling) for the tts and vc systems; None: the defaults
+    random_stream: str | None = None  # codec system: "semantic" or "acoustic" ids replaced by random ones
 
 
 def _error(exc: BaseException) -> str:
@@ -107,7 +108,7 @@ def _run(list_path: str | Path, out_dir: str | Path, settings: EvalSettings) -> 
     metric_load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     system = make_system(settings.system, settings.model, settings.codec, settings.seed, settings.scorer.device,
-                         settings.options)
+                         settings.options, settings.random_stream)
     system_load_s = time.perf_counter() - t0
 
     rows: list[dict] = []

@@ -15,6 +15,7 @@ from .lists import EvalItem
 
 SAMPLE_RATE = 16000
 SYSTEMS = ("tts", "vc", "codec", "ground-truth")
+RANDOM_STREAMS = (None, "semantic", "acoustic")
 
 
 class SkipItem(Exception):
@@ -70,27 +71,52 @@ class GroundTruthSystem:
 
 
 class CodecSystem:
-    """Encode + decode the ground truth: the ceiling the TTS can reach through the codec's tokens."""
+    """Encode + decode the ground truth: the ceiling the TTS can reach through the codec's tokens. With
+    `random_stream` ("semantic" or "acoustic") that stream's ids are replaced by random ones (seeded per utterance)
+    before decoding, which shows which stream carries the words."""
 
     name = "codec"
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", random_stream: str | None = None, seed: int = 0):
         from codec import SpeechCodec
 
-        self.path = str(path)
+        if random_stream not in RANDOM_STREAMS:
+            raise ValueError(f"random_stream must be one of {RANDOM_STREAMS}, got {random_stream!r}")
+        self.path, self.random_stream, self.seed = str(path), random_stream, seed
         self.codec = SpeechCodec.from_pretrained(path, device=device)
         if self.codec.tokenizer is None:
             raise FileNotFoundError(f"{path}: the codec folder has no semantic_tokenizer/, so it cannot encode")
 
     def describe(self) -> dict:
-        return {"system": self.name, "codec": self.path, "codec_sample_rate": self.codec.sample_rate}
+        described = {"system": self.name, "codec": self.path, "codec_sample_rate": self.codec.sample_rate}
+        if self.random_stream:
+            described.update(random_stream=self.random_stream, seed=self.seed)
+        return described
 
     def generate(self, item: EvalItem) -> Output:
         wav = ground_truth_audio(item)
         start = time.perf_counter()
-        out = self.codec.reconstruct([wav], SAMPLE_RATE)[0].numpy()
+        if self.random_stream is None:
+            out = self.codec.reconstruct([wav], SAMPLE_RATE)[0].numpy()
+        else:
+            out = self._decode_with_random_ids(wav, item_seed(self.seed, item.utt))
         seconds = time.perf_counter() - start
         return Output(_to_16k(out, self.codec.sample_rate), seconds)
+
+    def _decode_with_random_ids(self, wav: np.ndarray, seed: int) -> np.ndarray:
+        import torch
+
+        from codec.tokens import CodecTokens
+
+        tokens = self.codec.encode([wav], SAMPLE_RATE)
+        semantic, acoustic = tokens.clip(0)  # [Ts], [k·Ts]
+        config, gen = self.codec.model.config, torch.Generator().manual_seed(seed)
+        if self.random_stream == "semantic":
+            semantic = torch.randint(0, config.semantic_vocab_size, semantic.shape, generator=gen)
+        else:
+            acoustic = torch.randint(0, config.codebook_size, acoustic.shape, generator=gen)
+        out = self.codec.decode(CodecTokens.from_clips([(semantic, acoustic)]))[0]
+        return out[: int(tokens.audio_lengths[0])].numpy()
 
 
 def item_seed(seed: int, utt: str) -> int:
@@ -151,8 +177,10 @@ class VoiceConversionSystem(TTSSystem):
 
 
 def make_system(name: str, model: str | Path | None = None, codec: str | Path | None = None, seed: int = 0,
-                device: str = "cpu", options=None):
-    """`options` (SynthesisOptions: sampling) apply to the tts and vc systems."""
+                device: str = "cpu", options=None, random_stream: str | None = None):
+    """`options` (SynthesisOptions: sampling) apply to the tts and vc systems, `random_stream` to the codec."""
+    if random_stream is not None and name != "codec":
+        raise ValueError(f"--random-stream applies to --system codec, not {name}")
     if name == "tts":
         return TTSSystem(model, seed=seed, device=device, options=options)
     if name == "vc":
@@ -160,7 +188,7 @@ def make_system(name: str, model: str | Path | None = None, codec: str | Path | 
     if name == "codec":
         if codec is None:
             raise ValueError("--system codec needs --codec PATH (a codec folder with semantic_tokenizer/)")
-        return CodecSystem(codec, device=device)
+        return CodecSystem(codec, device=device, random_stream=random_stream, seed=seed)
     if name == "ground-truth":
         return GroundTruthSystem()
     raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
