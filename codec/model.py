@@ -133,8 +133,8 @@ class SAC(nn.Module):
         """acoustic [B, C, Ta] with a `share` [B] of each clip's frames swapped for random codes' embeddings.
 
         A decoder that can read every word from near-perfect acoustic codes ignores the semantic stream; the second
-        stage then has to predict those codes, and its errors become lost words. Trained on unreliable acoustic
-        codes, the decoder takes the words from the semantic ids, as SAC's design intends.
+        stage then has to predict those codes, and its errors become lost words. Unreliable acoustic codes push the
+        decoder to look for the words in the semantic ids, where SAC's design puts them.
         """
         gen = torch.Generator().manual_seed(0 if seed is None else seed)
         batch, _, frames = acoustic.shape
