@@ -21,6 +21,10 @@ from .modules import (
     WaveGenerator,
 )
 
+# The noise's seeds sit half the CPU generator's 32-bit seed space away from the step seeds they derive from, so
+# the streams of a run's steps never meet
+NOISE_SEED_OFFSET = 2**31 + 0x5AC
+
 
 class TokenError(ValueError):
     """Token ids that the codec cannot decode (wrong shape, range, dtype or length ratio)."""
@@ -136,7 +140,9 @@ class SAC(nn.Module):
         stage then has to predict those codes, and its errors become lost words. Unreliable acoustic codes push the
         decoder to look for the words in the semantic ids, where SAC's design puts them.
         """
-        gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        # its own stream: `seed` itself also seeds the VQ's revival and, in the recipe, the per-clip shares, and the
+        # same draws would couple them (clip 0's first frame compared with its own share: never swapped)
+        gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + (0 if seed is None else seed))
         batch, _, frames = acoustic.shape
         replace = torch.rand(batch, frames, generator=gen) < share.detach().float().cpu()[:, None]  # [B, Ta]
         random_ids = torch.randint(0, self.config.codebook_size, (batch, frames), generator=gen)

@@ -169,6 +169,16 @@ def test_acoustic_noise_swaps_that_share_of_frames_for_random_codes():
     assert torch.equal(clean[0], noised[0]) and not torch.equal(clean[1], noised[1])
 
 
+def test_acoustic_noise_is_independent_of_the_recipes_share_draw():
+    # the recipe draws each step's shares from the step seed; the frame mask must not replay those same numbers
+    model, swapped = tiny_sac().eval(), 0
+    acoustic = torch.full((4, 16, 8), 1e3)  # no code's embedding: a swapped frame shows
+    for step in range(200):
+        share = torch.rand(4, generator=torch.Generator().manual_seed(step))  # as train_step draws it
+        swapped += int(model.noisy_acoustic(acoustic, share, seed=step)[0, 0, 0] != 1e3)
+    assert 60 < swapped < 140, swapped  # clip 0's first frame goes with probability ~ its share, mean 0.5
+
+
 # ---- the recipe ----------------------------------------------------------------------------------------------------
 def make_token_folder(root: Path) -> Path:
     """Two tone clips (one shorter than a crop) and their semantic ids as a token folder, audio beside the
