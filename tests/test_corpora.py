@@ -189,6 +189,8 @@ def test_synth_espeak_plan_resume_heldout(tmp_path):
     assert plan == [synth.Plan(sentences, speakers, 0, set()).item(i) for i in range(12)]
     assert plan != [synth.Plan(sentences, speakers, 1, set()).item(i) for i in range(12)]
     assert {p.speaker.name for p in plan[:4]} == {s.name for s in speakers}  # balanced speakers
+    seed_1 = synth.Plan(sentences, speakers, 1, set()).item(0)
+    assert "-s1-" in seed_1.id and "-s" not in plan[0].id.removeprefix(plan[0].speaker.name)  # corpora of two seeds merge
 
     cfg = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=4,
                             pitch_shifts=(), holdout_speakers=1, max_utterances=5, batch=5)
@@ -209,6 +211,28 @@ def test_synth_espeak_plan_resume_heldout(tmp_path):
     assert read_manifest(cfg.out / "manifest.jsonl") == train
     with pytest.raises(SystemExit, match="other settings"):
         synth.generate(synth.SynthConfig(**{**cfg.__dict__, "seed": 1}), sentences)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_synth_exclude_keeps_another_corpus_heldout_voices_and_sentences_out(tmp_path):
+    from recipes.corpora import synth
+    from recipes.corpora.texts import Sentence, clean_sentence
+
+    sentences = [Sentence(t, "custom") for t in map(clean_sentence, SENTENCES) if t]
+    first = synth.SynthConfig(tmp_path / "a", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=3,
+                              pitch_shifts=(), holdout_speakers=1, max_utterances=6, batch=6)
+    synth.generate(first, sentences)
+    held = read_manifest(first.out / "heldout.jsonl")
+    assert held
+    second = synth.SynthConfig(tmp_path / "b", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=3,
+                               pitch_shifts=(), max_utterances=6, batch=6, exclude=(first.out / "heldout.jsonl",))
+    report = synth.generate(second, sentences)
+    rows = read_manifest(second.out / "manifest.jsonl")
+    assert len(rows) == 6 and not report["failures"]
+    assert not {r["identity"] for r in rows} & {r["identity"] for r in held}
+    assert not {r["text"] for r in rows} & {r["text"] for r in held}
+    plan = json.loads((second.out / "plan.json").read_text())
+    assert plan["excluded_identities"] == sorted({r["identity"] for r in held})
 
 
 @pytest.mark.skipif(not (Path.home() / ".cache/sac-tts/texts/alice29.txt").is_file(),

@@ -64,6 +64,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pitch-shifts", default="-300,300", help="cents; each natural voice also speaks shifted ('' none)")
     p.add_argument("--holdout-speakers", type=int, default=0,
                    help="N real voices (all engines and shifts of each) go to heldout.jsonl, never to training")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="MANIFEST",
+                   help="never use the voice identities or read the sentences of these manifests (e.g. an earlier "
+                        "corpus's heldout.jsonl, to add data without touching its evaluation voices and texts)")
     p.add_argument("--max-utterances", type=int, help="stop after this many utterances (smoke tests)")
     p.add_argument("--text", type=Path, help="your own sentences, one a line (default: the public-domain books)")
     p.add_argument("--no-install", action="store_true",
@@ -109,7 +112,7 @@ def _synth(args: argparse.Namespace) -> int:
     sentences = load_sentences(text_file=args.text)
     print(f"{len(sentences)} sentences", file=sys.stderr)
     cfg = SynthConfig(args.out, args.hours, args.seed, args.workers, engines, args.espeak_voices, shifts,
-                      args.holdout_speakers, args.max_utterances)
+                      args.holdout_speakers, args.max_utterances, tuple(args.exclude))
     report = generate(cfg, sentences)
     keys = ("total_hours", "utterances", "speakers", "hours", "wall_seconds", "x_real_time", "engines_missing",
             "unusable_voices", "failure_counts")

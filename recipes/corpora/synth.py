@@ -27,7 +27,7 @@ import soxr
 from tqdm import tqdm
 
 from recipes.corpora import engines as eng
-from recipes.corpora.manifest import write_manifest
+from recipes.corpora.manifest import read_manifest, write_manifest
 from recipes.corpora.texts import BOOKS, Sentence
 
 SAMPLE_RATE = 16000
@@ -99,7 +99,9 @@ class Plan:
         speaker = self._speaker(i)
         sentence = self.sentences[self.order[i % len(self.order)]]
         split = "heldout" if speaker.voice.identity in self.heldout else "train"
-        return PlanItem(i, f"{speaker.name}-{i:06d}", speaker, sentence, split)
+        # the seed is in the id so that corpora of several seeds merge; seed 0 keeps the first release's ids
+        utterance = f"{speaker.name}-{i:06d}" if self.seed == 0 else f"{speaker.name}-s{self.seed}-{i:06d}"
+        return PlanItem(i, utterance, speaker, sentence, split)
 
     def __iter__(self) -> Iterator[PlanItem]:
         i = 0
@@ -191,14 +193,32 @@ class SynthConfig:
     pitch_shifts: tuple[int, ...] = (-300, 300)
     holdout_speakers: int = 0
     max_utterances: int | None = None  # a hard cap (tests)
+    exclude: tuple[Path, ...] = ()  # manifests whose voice identities and sentences this corpus must not use
     batch: int = 32  # plan items handed to the pool at a time; the stop check runs between batches
 
 
-def _check_settings(cfg: SynthConfig, voices: list[eng.Voice], sentences: list[Sentence], heldout: set[str]) -> None:
+def load_exclusions(manifests: tuple[Path, ...]) -> tuple[set[str], set[str]]:
+    """(voice identities, sentence texts) of earlier manifests, e.g. another corpus's held-out voices, so that a
+    second corpus adds training data without reading their sentences or speaking in their voices."""
+    identities: set[str] = set()
+    texts: set[str] = set()
+    for path in manifests:
+        for row in read_manifest(path):
+            if row.get("identity"):
+                identities.add(row["identity"])
+            if row.get("text"):
+                texts.add(row["text"])
+    return identities, texts
+
+
+def _check_settings(cfg: SynthConfig, voices: list[eng.Voice], sentences: list[Sentence], heldout: set[str],
+                    excluded: set[str]) -> None:
     """Resuming with other settings would mix two plans in one folder: refuse instead."""
     settings = {"seed": cfg.seed, "voices": [v.name for v in voices], "pitch_shifts": list(cfg.pitch_shifts),
                 "heldout_identities": sorted(heldout), "n_sentences": len(sentences),
                 "first_sentences": [s.text for s in sentences[:3]]}
+    if excluded:  # only when used, so that folders made before the option still resume
+        settings["excluded_identities"] = sorted(excluded)
     path = cfg.out / "plan.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -215,7 +235,12 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
     start = time.time()
     wanted = cfg.engines or [e for e in eng.ENGINES if eng.engine_available(e)]
     missing = [e for e in wanted if not eng.engine_available(e)]
-    candidates = eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
+    excluded, excluded_texts = load_exclusions(cfg.exclude)
+    sentences = [s for s in sentences if s.text not in excluded_texts]
+    if not sentences:
+        raise SystemExit(f"every sentence is read in {', '.join(map(str, cfg.exclude))}: nothing left to say")
+    candidates = [v for v in eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
+                  if v.identity not in excluded]
     ctx = get_context("spawn")  # onnxruntime and fork do not mix
     with ctx.Pool(cfg.workers) as pool:
         probes = dict(pool.map(_probe, candidates, chunksize=1))
@@ -224,7 +249,7 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
             raise SystemExit(f"no voice works: {probes}; run recipes/corpora/install_engines.sh")
         speakers = make_speakers(voices, list(cfg.pitch_shifts))
         heldout = pick_heldout(speakers, cfg.holdout_speakers, cfg.seed)
-        _check_settings(cfg, voices, sentences, heldout)
+        _check_settings(cfg, voices, sentences, heldout, excluded)
         plan = Plan(sentences, speakers, cfg.seed, heldout)
         rows, failures, new_s = _run_plan(pool, plan, cfg)
     return _finish(cfg, rows, failures, voices, speakers, heldout, probes, missing, time.time() - start, new_s)
@@ -278,7 +303,7 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "hours": {k: {n: round(h, 4) for n, h in sorted(v.items())} for k, v in hours.items()},
         "total_hours": round(total_h, 4), "utterances": len(rows),
         "speakers": {split: len({r["speaker"] for r in rows if r["split"] == split}) for split in ("train", "heldout")},
-        "heldout_identities": sorted(heldout), "voices": [asdict(v) for v in voices],
+        "heldout_identities": sorted(heldout), "excluded": [str(p) for p in cfg.exclude], "voices": [asdict(v) for v in voices],
         "speaker_list": [s.name for s in speakers], "unusable_voices": {k: v for k, v in probes.items() if v},
         "engines_missing": missing, "failures": failures,
         "failure_counts": dict(Counter(f["speaker"] for f in failures)),
