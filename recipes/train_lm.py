@@ -33,9 +33,11 @@ from recipes.training import Batch, Task, TrainResult, parse_args, start_run, tr
 
 
 def load_text_tokenizer(data: DataConfig, output_dir: Path, resume: Path | None, texts: list[str],
-                        accelerator: Accelerator) -> TextTokenizer:
+                        accelerator: Accelerator, init_from: str | None = None) -> TextTokenizer:
     if resume is not None:
         return TextTokenizer.from_pretrained(resume)  # the one these weights were trained with
+    if init_from and not data.text_tokenizer:
+        return TextTokenizer.from_pretrained(init_from)  # a fine-tune keeps the text ids its weights know
     if data.text_tokenizer:
         return TextTokenizer.from_pretrained(data.text_tokenizer)
     folder = output_dir / "text_tokenizer"
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None, on_step: Callable[[int], None] | None = 
     vocab_size = start.model.get("semantic_vocab_size", LMConfig.semantic_vocab_size)
     train_utterances, eval_utterances = train_and_eval(data, partial(read_manifest, semantic_vocab_size=vocab_size),
                                                        train.seed)
-    tokenizer = load_text_tokenizer(data, start.output_dir, start.resume, [u.text for u in train_utterances], acc)
+    tokenizer = load_text_tokenizer(data, start.output_dir, start.resume, [u.text for u in train_utterances], acc,
+                                    start.train.init_from)
     config = resolve_model_config(start.model, tokenizer)
     make_set = partial(SemanticLMDataset, encode=tokenizer.encode, config=config, prompt_prob=data.prompt_prob,
                        seed=train.seed, max_length=data.max_tokens)

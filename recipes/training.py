@@ -59,6 +59,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto = bf16 on a GPU that has it, else no
     output_dir: str | None = None  # default runs/<config file stem>
     max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
+    init_from: str | None = None  # a model folder (final/ or a checkpoint) whose weights a fresh run starts from
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -247,6 +248,9 @@ def prepare_run(start: Start, task: Task, model_config: dict) -> tuple[Run, Posi
         diff = {k: (saved.get(k), model_config.get(k)) for k in {*saved, *model_config}
                 if saved.get(k) != model_config.get(k)}
         raise ValueError(f"the model config differs from the checkpoint {start.resume} (checkpoint, now): {diff}")
+    if start.resume is None and train.init_from:
+        init_weights(task.model, Path(train.init_from))
+        acc.print(f"weights from {train.init_from}")
     resolved = {"model": model_config, "data": asdict(start.data), "train": asdict(train)}
     if acc.is_main_process:
         (start.output_dir / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
@@ -267,6 +271,20 @@ def prepare_run(start: Start, task: Task, model_config: dict) -> tuple[Run, Posi
     acc.register_load_state_pre_hook(lambda models, folder: models.clear())
     run = Run(acc, model, optimizer, scheduler, task, start.data, train, start.output_dir, resolved)
     return run, (load_checkpoint(run, start.resume) if start.resume else Position())
+
+
+def init_weights(model: nn.Module, folder: Path) -> None:
+    """Fine-tuning: every weight from `folder`'s model.safetensors, strictly (same architecture). The training-only
+    settings of the model section (a warm-up of the quantiser, loss weights) may differ from that run's."""
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"train.init_from: no {WEIGHTS_NAME} in {folder}; give a run's final/ or one of its "
+                                "checkpoints/step_N/ folders")
+    try:
+        load_model(model, str(weights), strict=True)
+    except RuntimeError as error:  # missing/unexpected keys or other shapes: another architecture
+        raise ValueError(f"train.init_from: {weights} does not fit this model (another architecture?): "
+                         f"{str(error)[:600]}") from None
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------

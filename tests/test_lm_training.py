@@ -125,6 +125,32 @@ def test_time_budget_checkpoints_and_the_resumed_run_equals_the_uninterrupted_on
     assert resumed.losses == {step: whole.losses[step] for step in range(3, 7)}
 
 
+def test_init_from_starts_a_fresh_run_from_given_weights_and_their_text_tokenizer(tmp_path, train_lm):
+    config = write_config(tmp_path, write_corpus(tmp_path), max_steps=4, save_every=100, warmup_steps=1)
+    base = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "base")])
+    other = tmp_path / "other"
+    other.mkdir()
+    other_manifest = write_corpus(other, n=12, speakers=2)  # other texts: a tokenizer trained on them would differ
+    args = ["--config", str(config), "--train-manifest", str(other_manifest), "--max-steps", "1"]
+    fresh = train_lm.main([*args, "--output-dir", str(tmp_path / "fresh")])
+    tuned = train_lm.main([*args, "--output-dir", str(tmp_path / "tuned"), "--init-from", str(base.output_dir / "final"),
+                           "--lr", "0"])
+    assert tuned.losses[1] < fresh.losses[1]  # it starts where the base run ended
+    a = SemanticLM.from_pretrained(base.output_dir / "final").state_dict()
+    b = SemanticLM.from_pretrained(tmp_path / "tuned" / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: nothing moved
+    spm = "text_tokenizer.model"
+    assert (tmp_path / "tuned" / "final" / spm).read_bytes() == (base.output_dir / "final" / spm).read_bytes()
+    assert (tmp_path / "fresh" / "final" / spm).read_bytes() != (base.output_dir / "final" / spm).read_bytes()
+
+    bigger = json.loads(config.read_text())
+    bigger["model"]["hidden_size"] *= 2
+    (tmp_path / "bigger.json").write_text(json.dumps(bigger))
+    with pytest.raises(ValueError, match="does not fit this model"):
+        train_lm.main(["--config", str(tmp_path / "bigger.json"), "--output-dir", str(tmp_path / "bad"),
+                       "--init-from", str(base.output_dir / "final")])
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_accumulating_their_batches(tmp_path, train_lm):
     """Rank r takes batches r, r + 2, ..., so 2 ranks x 1 micro-batch see what 1 rank x 2 micro-batches sees: the
