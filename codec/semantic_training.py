@@ -28,6 +28,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer, si
 
 from .semantic_tokenizer import SemanticTokenizer, SemanticTokenizerConfig
 
+MEL_HOP = 160  # samples per Whisper log-mel frame (100 Hz)
 CTC_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # id 0 is the CTC blank, so character i has id i + 1
 
 
@@ -56,6 +57,13 @@ class TokenizerTrainingConfig:
     # stream, where full-size positions swamp a fresh model's small content features). The positions after the
     # quantiser stay full size: they tell apart the k copies of each token.
     position_scale: float = 1.0
+    # SpecAugment (training only): `time_masks` spans of up to `time_mask_frames` 100 Hz log-mel frames and
+    # `freq_masks` bands of up to `freq_mask_bins` mel bins are set to the utterance's mean. GLM trains on far
+    # more speech than a small run has; masking keeps a small run from learning its clips by heart.
+    time_masks: int = 0
+    time_mask_frames: int = 0
+    freq_masks: int = 0
+    freq_mask_bins: int = 0
 
     def tokenizer_config(self) -> SemanticTokenizerConfig:
         return SemanticTokenizerConfig.from_hf_config(self.tokenizer)
@@ -162,6 +170,8 @@ class TokenizerTrainer(nn.Module):
 
         Returns (summed loss, scored characters, summed commitment) so every character weighs the same.
         """
+        if self.training:
+            features = self.spec_augment(features, num_samples, seed)
         encoded = self.tokenizer.encode(features, num_samples)
         z, valid = encoded["hidden"], encoded["valid"]  # [B, T, D], [B, T]
         if self.training:
@@ -183,6 +193,32 @@ class TokenizerTrainer(nn.Module):
         chars = label_lengths.sum()
         vq = self.config.vq_loss_scale * self.config.commit_weight * commit * chars / valid.sum().clamp(min=1)
         return ctc + vq, chars, commit.detach()
+
+    def spec_augment(self, features: torch.Tensor, num_samples: torch.Tensor, seed: int) -> torch.Tensor:
+        """features [B, n_mels, F] -> a copy with the config's time and frequency masks, drawn from `seed` (a resumed
+        run repeats them) inside each utterance's real frames."""
+        c = self.config
+        if not (c.time_masks and c.time_mask_frames) and not (c.freq_masks and c.freq_mask_bins):
+            return features
+        generator = torch.Generator().manual_seed(seed + 2)  # seed and seed + 1 serve the codebook
+        features = features.clone()
+        frames = (num_samples // MEL_HOP).clamp(max=features.shape[-1]).tolist()
+        bins = features.shape[1]
+
+        def span(width: int, length: int) -> slice:
+            size = int(torch.randint(0, min(width, length) + 1, (), generator=generator))
+            start = int(torch.randint(0, length - size + 1, (), generator=generator))
+            return slice(start, start + size)
+
+        for row, length in enumerate(frames):
+            if length < 1:
+                continue
+            mean = features[row, :, :length].mean()
+            for _ in range(c.time_masks if c.time_mask_frames else 0):
+                features[row, :, span(c.time_mask_frames, length)] = mean
+            for _ in range(c.freq_masks if c.freq_mask_bins else 0):
+                features[row, span(c.freq_mask_bins, bins), :length] = mean
+        return features
 
     def _quantize(self, z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """z [B, T, D] -> its nearest codes [B, T, D] (zeros where not valid)."""

@@ -1,9 +1,10 @@
 """Check a semantic-tokenizer run before training a codec on it: do its ids say what was said?
 
-    python recipes/check_tokenizer.py runs/tokenizer/final [--limit 64] [--json report.json]
+    python recipes/check_tokenizer.py runs/tokenizer/final [--limit 64] [--manifest heldout.jsonl] [--json report.json]
 
 FOLDER is a model folder of recipes/train_tokenizer.py (`final/` or `checkpoints/step_N/`, with its
-`train_config.json`); the run's own held-out utterances are read. Reported:
+`train_config.json`); the run's own held-out utterances are read, or `--manifest`'s (the same utterances for two
+runs whose held-out sets differ, or unseen speakers). Reported:
 - `cer` / `wer`: greedy CTC read-out through the quantiser against the transcripts (what the ids still say);
   `aux_cer` the same from the auxiliary head before pooling, when the run has one.
 - `position_share`: of the variance of the quantiser's input over the first 16 utterances of at least 6 s, the part
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Check a semantic-tokenizer run: read-out CER and id health")
     parser.add_argument("folder", type=Path, help="final/ or checkpoints/step_N/ of recipes/train_tokenizer.py")
     parser.add_argument("--limit", type=int, default=64, help="held-out utterances read out (default 64)")
+    parser.add_argument("--manifest", type=Path, help="read these utterances (id, audio, text) instead of the run's "
+                        "held-out ones")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     run_config = args.folder / "train_config.json"
@@ -90,12 +93,16 @@ def main(argv: list[str] | None = None) -> dict:
                      "recipes/train_tokenizer.py")
     saved = json.loads(run_config.read_text())
     data = DataConfig(**saved["data"])
-    _, held_out = train_and_eval(data, read_manifest, saved["train"]["seed"])
+    if args.manifest:
+        held_out = read_manifest(args.manifest)
+    else:
+        _, held_out = train_and_eval(data, read_manifest, saved["train"]["seed"])
     if not held_out:
         parser.error("the run held nothing out (eval_fraction 0 and no eval_manifest): nothing to check on")
     model = TokenizerTrainer.from_pretrained(args.folder).eval()
     dataset = CTCDataset(held_out[: args.limit], model.tokenizer.config.num_mel_bins, data)
-    report = {"folder": str(args.folder), "utterances": len(dataset), **read_outs(model, dataset),
+    report = {"folder": str(args.folder), "manifest": str(args.manifest or "the run's held-out utterances"),
+              "utterances": len(dataset), **read_outs(model, dataset),
               **id_health(model, dataset)}
     print(json.dumps(report, indent=2))
     if args.json:

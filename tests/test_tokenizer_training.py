@@ -176,6 +176,28 @@ def test_positions_are_whisper_sinusoids_and_stay_fixed():
     assert torch.equal(post, sinusoids(*post.shape))  # the copies of a token still need telling apart
 
 
+def test_spec_augment_masks_real_frames_only_is_seeded_and_off_in_eval():
+    config = TokenizerTrainingConfig(tokenizer=TINY, post_layers=1, time_masks=2, time_mask_frames=10, freq_masks=1,
+                                     freq_mask_bins=4)
+    model = TokenizerTrainer(config)
+    features = torch.randn(2, 16, 80)
+    num_samples = torch.tensor([80 * 160, 40 * 160])  # the second utterance has 40 real frames, then padding
+    a = model.spec_augment(features, num_samples, seed=3)
+    assert torch.equal(a, model.spec_augment(features, num_samples, seed=3))
+    assert any(not torch.equal(a, model.spec_augment(features, num_samples, seed=s)) for s in range(4, 8))
+    assert torch.equal(a[1, :, 40:], features[1, :, 40:])  # padding untouched
+    masked = sum(bool((model.spec_augment(features, num_samples, seed=s) != features).any()) for s in range(10))
+    assert masked >= 8  # a mask of width 0 is possible, ten of them in a row are not
+    plain = TokenizerTrainer(TokenizerTrainingConfig(tokenizer=TINY, post_layers=1))
+    assert plain.spec_augment(features, num_samples, seed=3) is features
+
+    model.eval()  # evaluation and read-outs never see masks: the loss is the same for every seed
+    labels, lengths = torch.tensor([[1, 2], [2, 1]]), torch.tensor([2, 2])
+    with torch.no_grad():
+        losses = {model.loss(features, num_samples, labels, lengths, seed=s)[0].item() for s in (0, 1)}
+    assert len(losses) == 1
+
+
 def test_check_tokenizer_reads_out_the_runs_held_out_utterances(tmp_path):
     from recipes.check_tokenizer import edit_distance
     from recipes.check_tokenizer import main as check
@@ -192,3 +214,5 @@ def test_check_tokenizer_reads_out_the_runs_held_out_utterances(tmp_path):
     report = check([str(tmp_path / "run" / "final"), "--json", str(tmp_path / "report.json")])
     assert report["utterances"] == 2 and 0 <= report["cer"] and 0 <= report["aux_cer"]
     assert json.loads((tmp_path / "report.json").read_text())["cer"] == report["cer"]
+    on_all = check([str(tmp_path / "run" / "final"), "--manifest", str(manifest)])  # e.g. another run's held-out set
+    assert on_all["utterances"] == 6 and on_all["manifest"] == str(manifest)
