@@ -241,6 +241,8 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
         raise SystemExit(f"every sentence is read in {', '.join(map(str, cfg.exclude))}: nothing left to say")
     candidates = [v for v in eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
                   if v.identity not in excluded]
+    if not candidates:
+        raise SystemExit(f"every voice of {wanted} speaks as an identity of {', '.join(map(str, cfg.exclude))}")
     ctx = get_context("spawn")  # onnxruntime and fork do not mix
     with ctx.Pool(cfg.workers) as pool:
         probes = dict(pool.map(_probe, candidates, chunksize=1))
