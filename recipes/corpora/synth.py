@@ -239,9 +239,9 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
     sentences = [s for s in sentences if s.text not in excluded_texts]
     if not sentences:
         raise SystemExit(f"every sentence is read in {', '.join(map(str, cfg.exclude))}: nothing left to say")
-    candidates = [v for v in eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
-                  if v.identity not in excluded]
-    if not candidates:
+    installed = eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
+    candidates = [v for v in installed if v.identity not in excluded]
+    if installed and not candidates:
         raise SystemExit(f"every voice of {wanted} speaks as an identity of {', '.join(map(str, cfg.exclude))}")
     ctx = get_context("spawn")  # onnxruntime and fork do not mix
     with ctx.Pool(cfg.workers) as pool:
