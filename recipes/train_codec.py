@@ -157,6 +157,8 @@ class CodecRun:
     mel: MultiScaleMelLoss
     ema: EMA | None  # main process only
     train: CodecTrainConfig
+    # copied into every saved model folder, so that a checkpoint encodes as well as decodes (SpeechCodec loads it)
+    semantic_tokenizer: Path | None = None
 
 
 def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
@@ -251,6 +253,9 @@ def save_checkpoint(run: CodecRun, folder: Path, step: int, keep_last: int | Non
     acc.unwrap_model(run.generator).save_pretrained(tmp)
     if run.ema is not None:
         run.ema.model.save_pretrained(tmp / "ema")
+    if run.semantic_tokenizer is not None:
+        for model_folder in (tmp, tmp / "ema") if run.ema is not None else (tmp,):
+            shutil.copytree(run.semantic_tokenizer, model_folder / "semantic_tokenizer")
     save_model(acc.unwrap_model(run.discriminator), str(tmp / "discriminator.safetensors"))
     if keep_last is not None:  # a final folder needs no optimizer state
         torch.save({"step": step, "ema_step": run.ema.step if run.ema else 0,
@@ -367,6 +372,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     # before anything is built or written; save_checkpoint writes train_state.pt into folder.tmp before the rename
     resume = find_resume(args.resume, output_dir / "checkpoints", "train_state.pt", "codec training checkpoint")
     run = build_run(model_config, train, output_dir)
+    run.semantic_tokenizer = Path(data.semantic_tokenizer) if data.semantic_tokenizer else None
     acc = run.accelerator
     step = load_checkpoint(run, resume) if resume else 0
     if not resume:

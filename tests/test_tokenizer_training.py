@@ -124,7 +124,7 @@ def test_ctc_head_reads_the_unquantised_encoder_until_quantize_after():
 def test_codec_recipe_embeds_ids_with_the_tokenizers_codebook(tmp_path):
     import pytest
 
-    from codec import SAC
+    from codec import SAC, SpeechCodec
     from recipes import train_codec
 
     manifest = write_corpus(tmp_path, count=2)
@@ -139,6 +139,9 @@ def test_codec_recipe_embeds_ids_with_the_tokenizers_codebook(tmp_path):
     codebook = SemanticTokenizer.from_pretrained(folder).codebook.weight
     for part in ("final", "final/ema"):
         assert torch.equal(SAC.from_pretrained(out / part).semantic_encoder.codebook.weight, codebook)
+        codec = SpeechCodec.from_pretrained(out / part)  # a whole codec folder: its tokenizer came along
+        semantic, acoustic = codec.encode([np.full(2 * 1280, 0.1, np.float32)], 16000).clip(0)
+        assert len(semantic) == 2 and len(acoustic) == 2 * codec.model.config.acoustic_per_semantic
     # fine-tuning starts from a model folder's weights (here: the run just made), codebook still the tokenizer's
     tuned = train_codec.main(["--config", str(tmp_path / "codec.json"), "--output-dir", str(tmp_path / "tuned"),
                               "--init-from", str(out / "final"), "--max-steps", "1"])
