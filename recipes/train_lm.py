@@ -36,10 +36,8 @@ def load_text_tokenizer(data: DataConfig, output_dir: Path, resume: Path | None,
                         accelerator: Accelerator, init_from: str | None = None) -> TextTokenizer:
     if resume is not None:
         return TextTokenizer.from_pretrained(resume)  # the one these weights were trained with
-    if init_from and not data.text_tokenizer:
-        return TextTokenizer.from_pretrained(init_from)  # a fine-tune keeps the text ids its weights know
-    if data.text_tokenizer:
-        return TextTokenizer.from_pretrained(data.text_tokenizer)
+    if data.text_tokenizer or init_from:  # a fine-tune keeps the text ids its weights know, unless told otherwise
+        return TextTokenizer.from_pretrained(data.text_tokenizer or init_from)
     folder = output_dir / "text_tokenizer"
     if accelerator.is_main_process:
         try:
