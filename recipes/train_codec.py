@@ -282,7 +282,8 @@ def load_checkpoint(run: CodecRun, folder: Path) -> int:
     return state["step"]
 
 
-def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> CodecRun:
+def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path,
+              semantic_tokenizer: str | None = None) -> CodecRun:
     acc = make_accelerator(train, output_dir)
     torch.manual_seed(train.seed)
     model_config = dict(model_config)
@@ -300,7 +301,8 @@ def build_run(model_config: dict, train: CodecTrainConfig, output_dir: Path) -> 
               train.ema_power) if acc.is_main_process else None
     generator, discriminator, g_opt, d_opt = acc.prepare(generator, discriminator, g_opt, d_opt)
     return CodecRun(acc, generator, discriminator, g_opt, d_opt, g_sched, d_sched,
-                    MultiScaleMelLoss(generator_sample_rate(model_config)).to(acc.device), ema, train)
+                    MultiScaleMelLoss(generator_sample_rate(model_config)).to(acc.device), ema, train,
+                    Path(semantic_tokenizer) if semantic_tokenizer else None)
 
 
 def submodule(generator: SAC, name: str) -> nn.Module:
@@ -371,8 +373,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
     output_dir.mkdir(parents=True, exist_ok=True)
     # before anything is built or written; save_checkpoint writes train_state.pt into folder.tmp before the rename
     resume = find_resume(args.resume, output_dir / "checkpoints", "train_state.pt", "codec training checkpoint")
-    run = build_run(model_config, train, output_dir)
-    run.semantic_tokenizer = Path(data.semantic_tokenizer) if data.semantic_tokenizer else None
+    run = build_run(model_config, train, output_dir, data.semantic_tokenizer)
     acc = run.accelerator
     step = load_checkpoint(run, resume) if resume else 0
     if not resume:
