@@ -5,8 +5,9 @@
     accelerate launch --multi_gpu --num_processes 8 recipes/train_lm.py --config recipes/configs/lm_base.json ...
 
 The output folder holds train_config.json, text_tokenizer/, log.jsonl, tb/, checkpoints/step_XXXXXX/ (a model folder
-+ train_state/) and final/ (a model folder: SemanticLM and TextTokenizer .from_pretrained); recipes/README.md has
-the details. The loop, checkpoints and resume live in recipes/training.py; this file holds what is LM-specific.
++ train_state/), best/ (the weights of the lowest eval loss; best/best.json says which step) and final/ (a model
+folder: SemanticLM and TextTokenizer .from_pretrained); recipes/README.md has the details. The loop, checkpoints and
+resume live in recipes/training.py; this file holds what is LM-specific.
 """
 
 from __future__ import annotations

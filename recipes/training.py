@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from recipes.data import BucketedDataset, LengthBucketBatchSampler, eval_rounds
 
 POSITION_FILE = "position.json"
+BEST_FILE = "best.json"  # {"step", "eval_loss"} of OUTPUT_DIR/best
 WEIGHTS_NAME = "model.safetensors"  # what the recipes' models write in save_pretrained, next to config.json
 STEP_DIR = re.compile(r"step_(\d+)")
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # streams of per-batch loss seeds
@@ -332,6 +333,21 @@ def save_checkpoint(run: Run, position: Position) -> Path:
     return folder
 
 
+def best_eval_loss(output_dir: Path) -> float:
+    """The eval loss of OUTPUT_DIR/best, the lowest seen so far (inf before the first eval)."""
+    record = output_dir / "best" / BEST_FILE
+    return json.loads(record.read_text())["eval_loss"] if record.is_file() else math.inf
+
+
+def save_best(run: Run, step: int, eval_loss: float) -> None:
+    """Keep the weights of the lowest eval loss in OUTPUT_DIR/best: a small corpus overfits long before max_steps,
+    and the checkpoints that keep_last leaves may all be past the best."""
+    folder = run.output_dir / "best"
+    save_folder(run, folder, position=None)
+    if run.accelerator.is_main_process:
+        (folder / BEST_FILE).write_text(json.dumps({"step": step, "eval_loss": eval_loss}) + "\n")
+
+
 def load_checkpoint(run: Run, folder: Path) -> Position:
     # FSDP shards the weights and DeepSpeed checkpoints its engine whole: accelerate keeps those in train_state/
     if run.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
@@ -438,7 +454,8 @@ def past(acc: Accelerator, deadline: float) -> bool:
 def train_task(start: Start, task: Task, model_config: dict, train_set: BucketedDataset,
                eval_set: BucketedDataset | None, on_step: Callable[[int], None] | None) -> TrainResult:
     """Train to `max_steps` (from the checkpoint `start` names, if any): log, evaluate and checkpoint on schedule,
-    then write OUTPUT_DIR/final. `on_step(step)` runs after each step and its checkpoint."""
+    keep the lowest eval loss's weights in OUTPUT_DIR/best, then write OUTPUT_DIR/final. `on_step(step)` runs after
+    each step and its checkpoint."""
     run, position = prepare_run(start, task, model_config)
     acc, train = run.accelerator, run.train
     sampler = LengthBucketBatchSampler(train_set, run.data.max_tokens, train.seed, acc.process_index,
@@ -448,6 +465,8 @@ def train_task(start: Start, task: Task, model_config: dict, train_set: Bucketed
     progress = tqdm(total=train.max_steps, initial=position.step, disable=not acc.is_main_process, desc="train")
     busy, tokens = 0.0, 0  # seconds spent in training steps and tokens they processed, since the last log line
     deadline = time.monotonic() + 60 * train.max_minutes if train.max_minutes else None
+    # read once, so that every rank holds the same value; a fresh start replaces whatever best/ an old run left
+    best = best_eval_loss(run.output_dir) if start.resume is not None else math.inf
     run.model.train()
     while position.step < train.max_steps:
         begin = time.perf_counter()
@@ -469,6 +488,9 @@ def train_task(start: Start, task: Task, model_config: dict, train_set: Bucketed
             result.evals[step] = evaluate(run, eval_set)
             result.eval_losses[step] = result.evals[step]["loss"]
             log(run, progress, step, {f"eval/{k}": v for k, v in result.evals[step].items()})
+            if result.eval_losses[step] < best:  # every rank holds the same reduced loss, so all of them save
+                best = result.eval_losses[step]
+                save_best(run, step, best)
         if step % train.save_every == 0 or last:
             save_checkpoint(run, position)
         if on_step is not None:

@@ -111,6 +111,24 @@ def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, train_lm):
     b = SemanticLM.from_pretrained(tmp_path / "cut" / "final").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (checkpoints / "step_000009.tmp").exists()
+    best = [json.loads((run / "best" / "best.json").read_text()) for run in (tmp_path / "whole", tmp_path / "cut")]
+    assert best[0] == best[1]  # the resumed run kept the best of its first part
+
+
+def test_best_folder_holds_the_weights_of_the_lowest_eval_loss(tmp_path, train_lm):
+    manifest = write_corpus(tmp_path)
+    # a high flat LR over a tiny eval set: the eval loss does not fall at every eval
+    config = write_config(tmp_path, manifest, max_steps=12, save_every=2, eval_every=2, log_every=2, warmup_steps=1,
+                          lr=0.05, min_lr_ratio=1.0, keep_last=10)
+    result = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--max-tokens", "96",
+                            "--eval-fraction", "0.2"])
+    step = min(result.eval_losses, key=result.eval_losses.get)
+    assert json.loads((tmp_path / "run" / "best" / "best.json").read_text()) == {
+        "step": step, "eval_loss": result.eval_losses[step]}
+    best = SemanticLM.from_pretrained(tmp_path / "run" / "best").state_dict()
+    at_step = SemanticLM.from_pretrained(tmp_path / "run" / "checkpoints" / f"step_{step:06d}").state_dict()
+    assert all(torch.equal(best[k], at_step[k]) for k in best)
+    assert TextTokenizer.from_pretrained(tmp_path / "run" / "best").vocab_size > 0  # a whole model folder
 
 
 def test_time_budget_checkpoints_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path, train_lm):
