@@ -59,6 +59,15 @@ class DataConfig(ManifestDataConfig):  # + train/eval manifests, max_tokens (mod
     text_tokenizer: str | None = None  # a TextTokenizer folder; null = train one into OUTPUT_DIR/text_tokenizer
     text_vocab_size: int = 4096  # for that training (a soft limit: a small corpus gives fewer pieces)
     prompt_prob: float = 0.5  # chance that an example is prompted with another utterance of its speaker
+    # share of the semantic ids the LM reads (prompt and history) swapped for random ones in training; the targets
+    # stay. At inference the history holds the LM's own samples, often wrong: a model that only ever read clean
+    # ids trusts them and drifts into babble, one that read noisy ids learns to lean on the text.
+    input_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.input_noise < 1:
+            raise ValueError(f"data.input_noise must lie in [0, 1), got {self.input_noise}")
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,20 @@ def resolve_model_config(model: dict, tokenizer: TextTokenizer) -> LMConfig:
     return config
 
 
-def lm_loss(lm: SemanticLM, seed: int, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    del seed  # the LM's loss has no randomness of its own
+def corrupt_semantic(input_ids: torch.Tensor, config: LMConfig, share: float, seed: int) -> torch.Tensor:
+    """input_ids [B, T] with `share` of its semantic tokens, drawn from `seed`, replaced by random semantic ids
+    (text, specials and padding untouched)."""
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    noise = torch.randint(config.semantic_offset, config.vocab_size, input_ids.shape, generator=generator,
+                          device=input_ids.device)
+    return torch.where((input_ids >= config.semantic_offset) & (draw < share), noise, input_ids)
+
+
+def lm_loss(lm: SemanticLM, seed: int, input_noise: float = 0.0, **batch: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    if input_noise:  # labels are a separate tensor: the targets stay the clean ids
+        batch = {**batch, "input_ids": corrupt_semantic(batch["input_ids"], lm.config, input_noise, seed)}
     return lm.loss(**batch)
 
 
@@ -91,7 +103,8 @@ def main(argv: list[str] | None = None, on_step: Callable[[int], None] | None = 
 
     half = acc.mixed_precision in ("bf16", "fp16")
     lm = SemanticLM(config, default_attn_implementation(acc.device, torch.bfloat16 if half else torch.float32))
-    task = Task(lm, partial(SemanticLM, config), lm_loss, lm_counts, collate, save_extras=tokenizer.save)
+    task = Task(lm, partial(SemanticLM, config), partial(lm_loss, input_noise=data.input_noise), lm_counts, collate,
+                eval_inputs={"input_noise": 0.0}, save_extras=tokenizer.save)
     return train_task(start, task, config.to_dict(), train_set, eval_set, on_step)
 
 

@@ -131,6 +131,30 @@ def test_best_folder_holds_the_weights_of_the_lowest_eval_loss(tmp_path, train_l
     assert TextTokenizer.from_pretrained(tmp_path / "run" / "best").vocab_size > 0  # a whole model folder
 
 
+def test_input_noise_swaps_only_semantic_inputs_and_never_the_targets_or_the_eval(tmp_path, train_lm):
+    config = LMConfig(text_vocab_size=20, semantic_vocab_size=50, hidden_size=16, intermediate_size=32,
+                      num_layers=1, num_heads=2, num_kv_heads=1)
+    text = torch.randint(config.text_offset, config.semantic_offset, (4, 50))
+    semantic = torch.randint(config.semantic_offset, config.vocab_size, (4, 450))
+    input_ids = torch.cat([text, semantic], dim=1)
+    noisy = train_lm.corrupt_semantic(input_ids, config, 0.2, seed=3)
+    assert torch.equal(noisy, train_lm.corrupt_semantic(input_ids, config, 0.2, seed=3))  # a function of the seed
+    assert torch.equal(noisy[:, :50], text)
+    assert (noisy[:, 50:] >= config.semantic_offset).all() and (noisy < config.vocab_size).all()
+    changed = (noisy != input_ids).float().mean().item() * 500 / 450
+    assert 0.15 < changed < 0.2  # a swap may draw the same id (1 in 50)
+
+    manifest = write_corpus(tmp_path)
+    config_file = write_config(tmp_path, manifest, max_steps=1, save_every=100, eval_every=1, log_every=1)
+    args = ["--config", str(config_file), "--eval-fraction", "0.2", "--lr", "0"]  # lr 0: the same weights at eval
+    clean = train_lm.main([*args, "--output-dir", str(tmp_path / "clean")])
+    noisy_run = train_lm.main([*args, "--output-dir", str(tmp_path / "noisy"), "--input-noise", "0.5"])
+    assert noisy_run.losses[1] > clean.losses[1]  # training read noisy inputs
+    assert noisy_run.eval_losses == clean.eval_losses  # the eval read clean ones
+    with pytest.raises(ValueError, match="input_noise"):
+        train_lm.main([*args, "--output-dir", str(tmp_path / "bad"), "--input-noise", "1.0"])
+
+
 def test_time_budget_checkpoints_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path, train_lm):
     manifest = write_corpus(tmp_path)
     config = write_config(tmp_path, manifest, max_steps=6, save_every=100, log_every=2, warmup_steps=2)
