@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -33,18 +33,29 @@ class ManifestError(ValueError):
 class ManifestDataConfig:
     """The data settings of every recipe; a recipe's DataConfig adds its own after these."""
 
-    train_manifest: str = ""
-    eval_manifest: str | None = None
+    # a JSONL manifest or a token folder, or a list of them read as one corpus
+    train_manifest: str | list[str] = field(default="", metadata={"sources": True})
+    eval_manifest: str | list[str] | None = field(default=None, metadata={"sources": True})
     eval_fraction: float = 0.0  # held out of the train manifest when eval_manifest is null; 0 = no eval
     max_tokens: int = 16384  # per micro-batch per process, padding counted
     num_workers: int = 2
     codec: str | None = None  # a codec folder (or its config_sha256): token folders of any other codec are refused
 
     def __post_init__(self) -> None:
-        if not self.train_manifest:
+        if not sources(self.train_manifest):
             raise ValueError("data.train_manifest is required (a JSONL manifest, see recipes/README.md)")
+        for name in ("train_manifest", "eval_manifest"):
+            if any(not isinstance(source, str) or not source for source in sources(getattr(self, name))):
+                raise ValueError(f"data.{name} must be a path or a list of paths, got {getattr(self, name)!r}")
         if self.eval_manifest is None and not 0 <= self.eval_fraction < 1:
             raise ValueError(f"data.eval_fraction must lie in [0, 1), got {self.eval_fraction}")
+
+
+def sources(manifest: str | list[str] | None) -> list[str]:
+    """The manifests and token folders that a train_manifest or eval_manifest setting names."""
+    if not manifest:
+        return []
+    return [manifest] if isinstance(manifest, str) else list(manifest)
 
 
 # ---- manifests ---------------------------------------------------------------------------------------------------
@@ -172,22 +183,53 @@ def check_ids(name: str, tokens: np.ndarray, vocab_size: int | None, hint: str =
 
 
 def train_and_eval(data: ManifestDataConfig, read: Callable[[str], list[T]], seed: int) -> tuple[list[T], list[T]]:
-    """(train, eval) utterances: the eval manifest, or a seeded `eval_fraction` of the train manifest, or none."""
+    """(train, eval) utterances: the eval manifest, or a seeded `eval_fraction` of the train manifest, or none.
+    Several manifests of one setting are read as one corpus, in order."""
+    everything = sources(data.train_manifest) + sources(data.eval_manifest)
     if data.codec:
-        check_token_codec([data.train_manifest, data.eval_manifest], data.codec)
-    train = read(data.train_manifest)
+        check_token_codec(everything, data.codec)
+    else:
+        check_one_codec(everything)
+    train = read_sources(sources(data.train_manifest), read)
     if data.eval_manifest:
-        return train, read(data.eval_manifest)
+        return train, read_sources(sources(data.eval_manifest), read)
     if data.eval_fraction > 0:
         return split_eval(train, data.eval_fraction, seed)
     return train, []
 
 
-def check_token_codec(sources: Sequence[str | None], codec: str) -> None:
-    """Raise unless every token folder among `sources` was made by `codec` (JSONL manifests say nothing of it)."""
-    for source in filter(None, sources):
-        if is_shard_source(source):
-            check_codec(read_meta(shard_folder(source)), codec, str(source))
+def read_sources(paths: list[str], read: Callable[[str], list[T]]) -> list[T]:
+    items: list[T] = []
+    origin: dict[str, str] = {}
+    for path in paths:
+        for item in read(path):
+            item_id = item.id  # type: ignore[attr-defined]  # every recipe's Utterance has one
+            if item_id in origin:
+                raise ManifestError(f"utterance id {item_id!r} is in both {origin[item_id]} and {path}: ids must be "
+                                    "unique across the manifests of a run (prefix one corpus's ids)")
+            origin[item_id] = path
+            items.append(item)
+    return items
+
+
+def check_token_codec(paths: Sequence[str], codec: str) -> None:
+    """Raise unless every token folder among `paths` was made by `codec` (JSONL manifests say nothing of it)."""
+    for path in paths:
+        if is_shard_source(path):
+            check_codec(read_meta(shard_folder(path)), codec, str(path))
+
+
+def check_one_codec(paths: Sequence[str]) -> None:
+    """Raise when the token folders among `paths` come from different codecs (config or weights): their ids would
+    mean different things. data.codec set to a config_sha256 accepts any checkpoint of that one config."""
+    made_by: dict[tuple[str, str | None], str] = {}
+    for path in filter(is_shard_source, paths):
+        codec = read_meta(shard_folder(path))["codec"]
+        made_by.setdefault((codec["config_sha256"], codec.get("weights_sha256")), f"{path} ({codec['path']})")
+    if len(made_by) > 1:
+        raise ManifestError("token folders of different codecs: " + "; ".join(made_by.values()) + ". Tokenize them "
+                            "with one codec, or, if they differ only in weights that leave the ids you train on as "
+                            "they were (a frozen encoder side), set data.codec to their common config_sha256")
 
 
 def describe_dropped(dropped: dict[str, list[str]]) -> str:

@@ -83,7 +83,10 @@ def parse_args(argv: list[str] | None, description: str, data_cls: type) -> argp
     for section, cls in (("data", data_cls), ("train", TrainConfig)):
         for f in fields(cls):
             kind = type(f.default) if f.default is not None else str
-            shape = {"nargs": 2, "type": float} if kind is tuple else {"type": kind}
+            if f.metadata.get("sources"):  # one path or several
+                shape: dict[str, Any] = {"nargs": "+", "type": str}
+            else:
+                shape = {"nargs": 2, "type": float} if kind is tuple else {"type": kind}
             flag, dest = f"--{f.name.replace('_', '-')}", f"{section}.{f.name}"
             parser.add_argument(flag, dest=dest, help=dest, **shape)
     return parser.parse_args(argv)
@@ -106,6 +109,8 @@ def load_config(args: argparse.Namespace, data_cls: type) -> tuple[dict, Any, Tr
     for dest, value in vars(args).items():
         if "." in dest and value is not None:
             section, name = dest.split(".")
+            if isinstance(value, list) and len(value) == 1:  # a single path stays a string in train_config.json
+                value = value[0]
             sections[section][name] = value
     return (dict(raw.get("model", {})), _section(data_cls, "data", sections["data"]),
             _section(TrainConfig, "train", sections["train"]))

@@ -270,3 +270,19 @@ def test_length_buckets_respect_max_tokens_and_resume_mid_epoch(tmp_path):
     assert list(sampler) == batches[2:]
     ranks = [LengthBucketBatchSampler(dataset, 120, seed=0, rank=r, num_replicas=3).rank_batches(3) for r in range(3)]
     assert len({len(r) for r in ranks}) == 1 and sum(map(len, ranks)) == len(batches) // 3 * 3
+
+
+def test_train_manifest_takes_several_manifests_on_the_command_line(tmp_path, train_lm):
+    first = write_corpus(tmp_path)
+    second = tmp_path / "second.jsonl"
+    second.write_text(first.read_text().replace('"id": "utt', '"id": "more'))
+    config = write_config(tmp_path, first, max_steps=1, save_every=100, log_every=1)
+    run = tmp_path / "run"
+    train_lm.main(["--config", str(config), "--output-dir", str(run), "--train-manifest", str(first), str(second)])
+    data = json.loads((run / "train_config.json").read_text())["data"]
+    assert data["train_manifest"] == [str(first), str(second)]
+    with pytest.raises(ManifestError, match="is in both"):  # both were read
+        train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "twice"), "--train-manifest",
+                       str(first), str(first)])
+    train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "one"), "--train-manifest", str(first)])
+    assert json.loads((tmp_path / "one" / "train_config.json").read_text())["data"]["train_manifest"] == str(first)

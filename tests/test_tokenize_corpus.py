@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -229,3 +230,25 @@ def test_training_refuses_tokens_of_another_codec(reference, tiny_tts_dir, tmp_p
     (other / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(shards.ShardError, match="weights"):
         train_and_eval(flow_data.DataConfig(train_manifest=str(reference), codec=str(other)), str, seed=0)
+
+
+def test_several_token_folders_train_as_one_corpus_only_when_one_codec_made_them(reference, tmp_path):
+    other = shutil.copytree(reference, tmp_path / "other")  # the same codec config, a later checkpoint's weights
+    meta = json.loads((other / "meta.json").read_text())
+    meta["codec"]["weights_sha256"] = "f" * 64
+    (other / "meta.json").write_text(json.dumps(meta))
+    index = other / "index.jsonl"
+    index.write_text("".join(json.dumps({**row, "id": f"b-{row['id']}"}) + "\n"
+                             for row in map(json.loads, index.read_text().splitlines())))
+    read = partial(lm_data.read_manifest, semantic_vocab_size=64)
+    with pytest.raises(ManifestError, match="token folders of different codecs"):
+        train_and_eval(lm_data.DataConfig(train_manifest=[str(reference), str(other)]), read, seed=0)
+    config_sha = meta["codec"]["config_sha256"]
+    train, held = train_and_eval(lm_data.DataConfig(train_manifest=[str(reference), str(other)], codec=config_sha,
+                                                    eval_manifest=[str(other)]), read, seed=0)
+    ids = shards.TokenShardReader(reference).ids
+    assert [u.id for u in train] == ids + [f"b-{i}" for i in ids] and [u.id for u in held] == [f"b-{i}" for i in ids]
+    with pytest.raises(ManifestError, match="is in both"):
+        train_and_eval(lm_data.DataConfig(train_manifest=[str(reference), str(reference)]), read, seed=0)
+    with pytest.raises(ValueError, match="list of paths"):
+        lm_data.DataConfig(train_manifest=[str(reference), ""])
