@@ -69,11 +69,33 @@ def corrupt_semantic(input_ids: torch.Tensor, config: LMConfig, share: float, se
     return torch.where((input_ids >= config.semantic_offset) & (draw < share), noise, input_ids)
 
 
-def lm_loss(lm: SemanticLM, seed: int, input_noise: float = 0.0, **batch: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def randomize_text(input_ids: torch.Tensor, config: LMConfig, seed: int) -> torch.Tensor:
+    """input_ids [B, T] with every text token (the prompt's and the target's) replaced by a random text id drawn
+    from `seed`: the lengths stay, the words go."""
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    noise = torch.randint(config.text_offset, config.semantic_offset, input_ids.shape, generator=generator,
+                          device=input_ids.device)
+    is_text = (input_ids >= config.text_offset) & (input_ids < config.semantic_offset)
+    return torch.where(is_text, noise, input_ids)
+
+
+def lm_loss(lm: SemanticLM, seed: int, input_noise: float = 0.0, text_check: bool = False, **batch: torch.Tensor
+            ) -> tuple[torch.Tensor, ...]:
+    """(summed loss, target tokens), and with `text_check` the summed loss of the same targets read with random
+    text: an LM that babbles has not learnt to read, and the gap between the two says how much it has."""
     if input_noise:  # labels are a separate tensor: the targets stay the clean ids
         batch = {**batch, "input_ids": corrupt_semantic(batch["input_ids"], lm.config, input_noise, seed)}
-    return lm.loss(**batch)
+    loss_sum, count = lm.loss(**batch)
+    if not text_check:
+        return loss_sum, count
+    random_sum, _ = lm.loss(**{**batch, "input_ids": randomize_text(batch["input_ids"], lm.config, seed)})
+    return loss_sum, count, random_sum
+
+
+def lm_metrics(sums: torch.Tensor) -> dict[str, float]:
+    """Eval sums [3] -> loss, loss_random_text and text_gain (nats per target token the text's words are worth)."""
+    loss, random_text = (sums[0] / sums[1]).item(), (sums[2] / sums[1]).item()
+    return {"loss": loss, "loss_random_text": random_text, "text_gain": random_text - loss}
 
 
 def lm_counts(batch: Batch) -> tuple[int, int]:
@@ -104,7 +126,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int], None] | None = 
     half = acc.mixed_precision in ("bf16", "fp16")
     lm = SemanticLM(config, default_attn_implementation(acc.device, torch.bfloat16 if half else torch.float32))
     task = Task(lm, partial(SemanticLM, config), partial(lm_loss, input_noise=data.input_noise), lm_counts, collate,
-                eval_inputs={"input_noise": 0.0}, save_extras=tokenizer.save)
+                metrics=lm_metrics, eval_inputs={"input_noise": 0.0, "text_check": True}, save_extras=tokenizer.save)
     return train_task(start, task, config.to_dict(), train_set, eval_set, on_step)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from lm.config import LMConfig
 from lm.generate import Request, SamplingConfig, generate
-from lm.model import SemanticLM
+from lm.model import SemanticLM, build_example
 from lm.text import TextTokenizer
 from recipes.data import LengthBucketBatchSampler, ManifestError, padded_tokens
 from recipes.lm_data import SemanticLMDataset, read_manifest
@@ -66,9 +66,14 @@ def write_config(folder: pathlib.Path, manifest: pathlib.Path, **train) -> pathl
 @pytest.mark.slow
 def test_tiny_model_overfits_and_regenerates_a_training_target(tmp_path, train_lm):
     manifest = write_corpus(tmp_path)
-    config = write_config(tmp_path, manifest, max_steps=120, save_every=1000, log_every=40)
-    result = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "run")])
+    config = write_config(tmp_path, manifest, max_steps=120, save_every=1000, log_every=40, eval_every=60)
+    result = train_lm.main(["--config", str(config), "--output-dir", str(tmp_path / "run"),
+                            "--eval-manifest", str(manifest)])
     assert result.losses[1] > 5 and result.losses[120] < 0.2, result.losses  # ~0.03 when it works
+    # it has learnt to read: random text of the same length costs it more than a nat per token (~1.3), while
+    # 2 of each word's 3 tokens still follow from the first whatever the text
+    end = result.evals[120]
+    assert end["text_gain"] > 1 and end["loss_random_text"] > 10 * end["loss"], result.evals
 
     final = tmp_path / "run" / "final"
     lm = SemanticLM.from_pretrained(final)
@@ -129,6 +134,26 @@ def test_best_folder_holds_the_weights_of_the_lowest_eval_loss(tmp_path, train_l
     at_step = SemanticLM.from_pretrained(tmp_path / "run" / "checkpoints" / f"step_{step:06d}").state_dict()
     assert all(torch.equal(best[k], at_step[k]) for k in best)
     assert TextTokenizer.from_pretrained(tmp_path / "run" / "best").vocab_size > 0  # a whole model folder
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [row for row in logged if "eval/loss" in row]
+    assert [row["step"] for row in evals] == sorted(result.eval_losses)
+    for row in evals:
+        assert row["eval/text_gain"] == pytest.approx(row["eval/loss_random_text"] - row["eval/loss"])
+
+
+def test_text_check_swaps_every_text_id_and_nothing_else(train_lm):
+    config = LMConfig(text_vocab_size=20, semantic_vocab_size=50, hidden_size=16, intermediate_size=32,
+                      num_layers=1, num_heads=2, num_kv_heads=1)
+    input_ids, _ = build_example(config, [3, 4, 5, 6], [7, 8, 9], prompt_text_ids=[1, 2],
+                                 prompt_semantic_ids=[10, 11])
+    input_ids = torch.tensor([input_ids] * 64)  # [B, T]
+    is_text = (input_ids >= config.text_offset) & (input_ids < config.semantic_offset)
+    swapped = train_lm.randomize_text(input_ids, config, seed=5)
+    assert torch.equal(swapped, train_lm.randomize_text(input_ids, config, seed=5))  # a function of the seed
+    assert torch.equal(swapped[~is_text], input_ids[~is_text])  # specials and semantic ids stay
+    new = swapped[is_text]
+    assert ((new >= config.text_offset) & (new < config.semantic_offset)).all()
+    assert (new != input_ids[is_text]).float().mean() > 0.8  # 19 of 20 draws differ
 
 
 def test_input_noise_swaps_only_semantic_inputs_and_never_the_targets_or_the_eval(tmp_path, train_lm):
