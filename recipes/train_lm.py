@@ -59,24 +59,27 @@ def resolve_model_config(model: dict, tokenizer: TextTokenizer) -> LMConfig:
     return config
 
 
-def corrupt_semantic(input_ids: torch.Tensor, config: LMConfig, share: float, seed: int) -> torch.Tensor:
-    """input_ids [B, T] with `share` of its semantic tokens, drawn from `seed`, replaced by random semantic ids
-    (text, specials and padding untouched)."""
+def swap_ids(input_ids: torch.Tensor, low: int, high: int, seed: int, share: float | None = None) -> torch.Tensor:
+    """input_ids [B, T] with its ids in [low, high) (one stream of the vocabulary) replaced by random ids of that
+    range drawn from `seed`: all of them, or each with probability `share`. Everything else is untouched."""
     generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-    draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    noise = torch.randint(config.semantic_offset, config.vocab_size, input_ids.shape, generator=generator,
-                          device=input_ids.device)
-    return torch.where((input_ids >= config.semantic_offset) & (draw < share), noise, input_ids)
+    chosen = (input_ids >= low) & (input_ids < high)
+    if share is not None:
+        chosen &= torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < share
+    noise = torch.randint(low, high, input_ids.shape, generator=generator, device=input_ids.device)
+    return torch.where(chosen, noise, input_ids)
+
+
+def corrupt_semantic(input_ids: torch.Tensor, config: LMConfig, share: float, seed: int) -> torch.Tensor:
+    """input_ids [B, T] with `share` of its semantic tokens replaced by random semantic ids (text, specials and
+    padding untouched)."""
+    return swap_ids(input_ids, config.semantic_offset, config.vocab_size, seed, share)
 
 
 def randomize_text(input_ids: torch.Tensor, config: LMConfig, seed: int) -> torch.Tensor:
-    """input_ids [B, T] with every text token (the prompt's and the target's) replaced by a random text id drawn
-    from `seed`: the lengths stay, the words go."""
-    generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-    noise = torch.randint(config.text_offset, config.semantic_offset, input_ids.shape, generator=generator,
-                          device=input_ids.device)
-    is_text = (input_ids >= config.text_offset) & (input_ids < config.semantic_offset)
-    return torch.where(is_text, noise, input_ids)
+    """input_ids [B, T] with every text token (the prompt's and the target's) replaced by a random text id: the
+    lengths stay, the words go."""
+    return swap_ids(input_ids, config.text_offset, config.semantic_offset, seed)
 
 
 def lm_loss(lm: SemanticLM, seed: int, input_noise: float = 0.0, text_check: bool = False, **batch: torch.Tensor
