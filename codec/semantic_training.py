@@ -27,6 +27,7 @@ from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer, sinusoids
 
 from .semantic_tokenizer import SemanticTokenizer, SemanticTokenizerConfig
+from .whisper_weights import read_whisper_encoder
 
 MEL_HOP = 160  # samples per Whisper log-mel frame (100 Hz)
 CTC_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # id 0 is the CTC blank, so character i has id i + 1
@@ -119,6 +120,25 @@ class TokenizerTrainer(nn.Module):
         model = cls(TokenizerTrainingConfig.from_dict(json.loads((folder / "config.json").read_text())))
         load_model(model, str(folder / "model.safetensors"), strict=True)
         return model
+
+    def load_whisper_encoder(self, path: str | Path) -> dict[str, int]:
+        """Start the encoder (convs, positions, the `quantize_position` layers) from a pretrained Whisper folder (HF
+        or CTranslate2), as GLM-4-Voice starts from Whisper; the codebook and the CTC side stay fresh. Returns the
+        Whisper folder's dims."""
+        tc = self.tokenizer.config
+        dims, state = read_whisper_encoder(path, tc.quantize_position)
+        ours = {"d_model": tc.d_model, "encoder_attention_heads": tc.encoder_attention_heads,
+                "encoder_ffn_dim": tc.encoder_ffn_dim, "num_mel_bins": tc.num_mel_bins,
+                "max_source_positions": tc.max_source_positions}
+        clashes = [f"{k} {getattr(dims, k)} (config: {v})" for k, v in ours.items() if getattr(dims, k) != v]
+        if clashes:
+            raise ValueError(f"{path} does not fit the tokenizer config: " + ", ".join(clashes))
+        expected = {k for k in self.tokenizer.state_dict() if k != "codebook.weight"}
+        if set(state) != expected:
+            raise ValueError(f"{path}: missing {sorted(expected - set(state))[:5]}, "
+                             f"unexpected {sorted(set(state) - expected)[:5]}")
+        self.tokenizer.load_state_dict(state, strict=False)
+        return asdict(dims)
 
     def export(self, folder: str | Path) -> Path:
         """The tokenizer alone, in the released layout (`SemanticTokenizer.from_pretrained` reads it)."""
