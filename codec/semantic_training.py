@@ -123,21 +123,33 @@ class TokenizerTrainer(nn.Module):
 
     def load_whisper_encoder(self, path: str | Path) -> dict[str, int]:
         """Start the encoder (convs, positions, the `quantize_position` layers) from a pretrained Whisper folder (HF
-        or CTranslate2), as GLM-4-Voice starts from Whisper; the codebook and the CTC side stay fresh. Returns the
-        Whisper folder's dims."""
+        or CTranslate2), as GLM-4-Voice starts from Whisper. Whisper's next layers, where it has them, start the
+        `post_layers` (GLM quantises mid-encoder and keeps the rest of Whisper above the quantiser); the codebook,
+        any further post layers and the CTC heads stay fresh. Returns the Whisper folder's dims."""
         tc = self.tokenizer.config
-        dims, state = read_whisper_encoder(path, tc.quantize_position)
+        dims, state = read_whisper_encoder(path)
         ours = {"d_model": tc.d_model, "encoder_attention_heads": tc.encoder_attention_heads,
                 "encoder_ffn_dim": tc.encoder_ffn_dim, "num_mel_bins": tc.num_mel_bins,
                 "max_source_positions": tc.max_source_positions}
         clashes = [f"{k} {getattr(dims, k)} (config: {v})" for k, v in ours.items() if getattr(dims, k) != v]
         if clashes:
             raise ValueError(f"{path} does not fit the tokenizer config: " + ", ".join(clashes))
+        if tc.quantize_position > dims.encoder_layers:
+            raise ValueError(f"{path} has {dims.encoder_layers} encoder layers; {tc.quantize_position} were asked for")
+        post = {}  # Whisper's layers from quantize_position on -> post.0, post.1, ...
+        for key in [k for k in state if k.startswith("layers.")]:
+            index, rest = key.removeprefix("layers.").split(".", 1)
+            offset = int(index) - tc.quantize_position
+            if offset >= 0:
+                value = state.pop(key)
+                if offset < len(self.post):
+                    post[f"{offset}.{rest}"] = value
         expected = {k for k in self.tokenizer.state_dict() if k != "codebook.weight"}
         if set(state) != expected:
             raise ValueError(f"{path}: missing {sorted(expected - set(state))[:5]}, "
                              f"unexpected {sorted(set(state) - expected)[:5]}")
         self.tokenizer.load_state_dict(state, strict=False)
+        self.post.load_state_dict({**self.post.state_dict(), **post})
         return asdict(dims)
 
     def export(self, folder: str | Path) -> Path:

@@ -51,20 +51,21 @@ class WhisperEncoderDims:
     max_source_positions: int
 
 
-def read_whisper_encoder(path: str | Path, num_layers: int) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def read_whisper_encoder(path: str | Path, num_layers: int | None = None
+                         ) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     """A Whisper folder (HF or CTranslate2) -> its dims and the float32 tensors of conv1, conv2, embed_positions and
-    layers.0..num_layers-1, named as `SemanticTokenizer`'s state dict names them."""
+    layers.0..num_layers-1 (all layers when None), named as `SemanticTokenizer`'s state dict names them."""
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"Whisper folder not found: {folder}")
     if (folder / "model.bin").is_file():
-        dims, state = _read_ctranslate2(folder / "model.bin", num_layers)
+        dims, state = _read_ctranslate2(folder / "model.bin", num_layers or 10**6)
     elif list(folder.glob("model*.safetensors")) and (folder / "config.json").is_file():
-        dims, state = _read_hf(folder, num_layers)
+        dims, state = _read_hf(folder, num_layers or 10**6)
     else:
         raise FileNotFoundError(f"{folder} is neither a Hugging Face Whisper folder (config.json + "
                                 f"model*.safetensors) nor a CTranslate2 one (model.bin)")
-    if num_layers > dims.encoder_layers:
+    if num_layers is not None and num_layers > dims.encoder_layers:
         raise ValueError(f"{folder} has {dims.encoder_layers} encoder layers; {num_layers} were asked for")
     return dims, {k: v.float() for k, v in state.items()}
 
@@ -72,7 +73,8 @@ def read_whisper_encoder(path: str | Path, num_layers: int) -> tuple[WhisperEnco
 def _read_hf(folder: Path, num_layers: int) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     config = json.loads((folder / "config.json").read_text())
     dims = WhisperEncoderDims(**{f: int(config[f]) for f in WhisperEncoderDims.__dataclass_fields__})
-    wanted = ("conv1.", "conv2.", "embed_positions.") + tuple(f"layers.{i}." for i in range(num_layers))
+    layers = min(num_layers, int(config["encoder_layers"]))
+    wanted = ("conv1.", "conv2.", "embed_positions.") + tuple(f"layers.{i}." for i in range(layers))
     state = {}
     for file in sorted(folder.glob("model*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:

@@ -7,9 +7,10 @@
 WHISPER_DIR is a Hugging Face Whisper folder (`config.json` + `model*.safetensors`, e.g. a snapshot of
 `openai/whisper-base`) or a CTranslate2 one (`model.bin`, the faster-whisper form). The config's `model.tokenizer`
 must have Whisper's widths (`d_model`, heads, `encoder_ffn_dim`, mel bins) and at most its number of layers
-(`quantize_position`). The convs, positions and layers come from Whisper; the codebook (set from the first batch's
-encoder outputs when training starts), the layers after the quantiser and the CTC heads are fresh, drawn from
-`train.seed`. The folder holds `config.json` + `model.safetensors` and `whisper_init.json` (source and dims).
+(`quantize_position`). The convs, positions and the layers below the quantiser come from Whisper, and so do the
+`post_layers` above it as far as Whisper has more layers (GLM-4-Voice quantises mid-encoder); the codebook (set from
+the first batch's encoder outputs when training starts), any further post layers and the CTC heads are fresh, drawn
+from `train.seed`. The folder holds `config.json` + `model.safetensors` and `whisper_init.json` (source and dims).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> Path:
     model.save_pretrained(args.out)
     record = {"whisper": str(args.whisper), "config": str(args.config), "seed": seed, "dims": dims}
     (args.out / "whisper_init.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{args.out}: encoder from {args.whisper} ({dims['encoder_layers']} layers there, "
-          f"{model.tokenizer.config.quantize_position} used, d_model {dims['d_model']})")
+    below = model.tokenizer.config.quantize_position
+    above = min(len(model.post), dims["encoder_layers"] - below)
+    print(f"{args.out}: from {args.whisper} (d_model {dims['d_model']}, {dims['encoder_layers']} layers): "
+          f"{below} below the quantiser, {above} of the {len(model.post)} post layers above it")
     return args.out
 
 

@@ -124,6 +124,7 @@ def test_recipe_writes_a_start_folder_with_whispers_encoder_and_fresh_codebook(t
     for key, value in reference.state_dict().items():
         if key.startswith(("conv", "embed_positions", "layers.0.", "layers.1.")):
             assert torch.equal(ours[key], value), key
+    assert torch.equal(model.post[0].fc1.weight, reference.layers[2].fc1.weight)  # Whisper's next layer
     assert not bool(model.initialised)  # the codebook starts from real encoder outputs at the first step
     assert json.loads((out / "whisper_init.json").read_text())["dims"]["encoder_layers"] == 3
 
