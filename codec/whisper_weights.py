@@ -8,8 +8,8 @@ on-disk forms are read, both without their libraries:
 - a CTranslate2 Whisper folder (`model.bin`, as faster-whisper ships them), whose attention packs q, k and v into
   one matrix and whose k projection has no bias (Whisper's has none either).
 
-Only the parts token extraction uses are returned: the two convs, the position table and the first `num_layers`
-layers. Whisper's convs are centred and ours are causal (`encoder_causal_convolution`, as GLM's): the same kernels,
+Only the encoder is returned: the two convs, the position table and the layers (all, or the first `num_layers`).
+Whisper's convs are centred and ours are causal (`encoder_causal_convolution`, as GLM's): the same kernels,
 read one frame later, which fine-tuning absorbs.
 """
 
@@ -59,9 +59,9 @@ def read_whisper_encoder(path: str | Path, num_layers: int | None = None
     if not folder.is_dir():
         raise FileNotFoundError(f"Whisper folder not found: {folder}")
     if (folder / "model.bin").is_file():
-        dims, state = _read_ctranslate2(folder / "model.bin", num_layers or 10**6)
+        dims, state = _read_ctranslate2(folder / "model.bin", num_layers)
     elif list(folder.glob("model*.safetensors")) and (folder / "config.json").is_file():
-        dims, state = _read_hf(folder, num_layers or 10**6)
+        dims, state = _read_hf(folder, num_layers)
     else:
         raise FileNotFoundError(f"{folder} is neither a Hugging Face Whisper folder (config.json + "
                                 f"model*.safetensors) nor a CTranslate2 one (model.bin)")
@@ -70,10 +70,10 @@ def read_whisper_encoder(path: str | Path, num_layers: int | None = None
     return dims, {k: v.float() for k, v in state.items()}
 
 
-def _read_hf(folder: Path, num_layers: int) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def _read_hf(folder: Path, num_layers: int | None) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     config = json.loads((folder / "config.json").read_text())
     dims = WhisperEncoderDims(**{f: int(config[f]) for f in WhisperEncoderDims.__dataclass_fields__})
-    layers = min(num_layers, int(config["encoder_layers"]))
+    layers = dims.encoder_layers if num_layers is None else min(num_layers, dims.encoder_layers)
     wanted = ("conv1.", "conv2.", "embed_positions.") + tuple(f"layers.{i}." for i in range(layers))
     state = {}
     for file in sorted(folder.glob("model*.safetensors")):
@@ -85,7 +85,7 @@ def _read_hf(folder: Path, num_layers: int) -> tuple[WhisperEncoderDims, dict[st
     return dims, state
 
 
-def _read_ctranslate2(file: Path, num_layers: int) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def _read_ctranslate2(file: Path, num_layers: int | None) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     variables = read_ctranslate2_variables(file, prefix="encoder/")
     missing = [n for n in ("encoder/conv1/weight", "encoder/num_heads", "encoder/position_encodings/encodings")
                if n not in variables]
@@ -101,7 +101,7 @@ def _read_ctranslate2(file: Path, num_layers: int) -> tuple[WhisperEncoderDims, 
              for conv in ("conv1", "conv2") for p in ("weight", "bias")}
     state["embed_positions.weight"] = torch.from_numpy(variables["encoder/position_encodings/encodings"])
     d = dims.d_model
-    for i in range(min(num_layers, dims.encoder_layers)):
+    for i in range(dims.encoder_layers if num_layers is None else min(num_layers, dims.encoder_layers)):
         base = f"encoder/layer_{i}/"
         for ours, theirs in _LAYER_KEYS.items():
             state[f"layers.{i}.{ours}"] = torch.from_numpy(variables[base + theirs])
