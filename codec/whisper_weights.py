@@ -8,7 +8,7 @@ on-disk forms are read, both without their libraries:
 - a CTranslate2 Whisper folder (`model.bin`, as faster-whisper ships them), whose attention packs q, k and v into
   one matrix and whose k projection has no bias (Whisper's has none either).
 
-Only the encoder is returned: the two convs, the position table and the layers (all, or the first `num_layers`).
+Only the encoder is returned: the two convs, the position table and every layer.
 Whisper's convs are centred and ours are causal (`encoder_causal_convolution`, as GLM's): the same kernels,
 read one frame later, which fine-tuning absorbs.
 """
@@ -51,30 +51,26 @@ class WhisperEncoderDims:
     max_source_positions: int
 
 
-def read_whisper_encoder(path: str | Path, num_layers: int | None = None
-                         ) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def read_whisper_encoder(path: str | Path) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     """A Whisper folder (HF or CTranslate2) -> its dims and the float32 tensors of conv1, conv2, embed_positions and
-    layers.0..num_layers-1 (all layers when None), named as `SemanticTokenizer`'s state dict names them."""
+    every layers.N, named as `SemanticTokenizer`'s state dict and WhisperEncoder name them."""
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"Whisper folder not found: {folder}")
     if (folder / "model.bin").is_file():
-        dims, state = _read_ctranslate2(folder / "model.bin", num_layers)
+        dims, state = _read_ctranslate2(folder / "model.bin")
     elif list(folder.glob("model*.safetensors")) and (folder / "config.json").is_file():
-        dims, state = _read_hf(folder, num_layers)
+        dims, state = _read_hf(folder)
     else:
         raise FileNotFoundError(f"{folder} is neither a Hugging Face Whisper folder (config.json + "
                                 f"model*.safetensors) nor a CTranslate2 one (model.bin)")
-    if num_layers is not None and num_layers > dims.encoder_layers:
-        raise ValueError(f"{folder} has {dims.encoder_layers} encoder layers; {num_layers} were asked for")
     return dims, {k: v.float() for k, v in state.items()}
 
 
-def _read_hf(folder: Path, num_layers: int | None) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def _read_hf(folder: Path) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     config = json.loads((folder / "config.json").read_text())
     dims = WhisperEncoderDims(**{f: int(config[f]) for f in WhisperEncoderDims.__dataclass_fields__})
-    layers = dims.encoder_layers if num_layers is None else min(num_layers, dims.encoder_layers)
-    wanted = ("conv1.", "conv2.", "embed_positions.") + tuple(f"layers.{i}." for i in range(layers))
+    wanted = ("conv1.", "conv2.", "embed_positions.", "layers.")
     state = {}
     for file in sorted(folder.glob("model*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
@@ -85,7 +81,7 @@ def _read_hf(folder: Path, num_layers: int | None) -> tuple[WhisperEncoderDims, 
     return dims, state
 
 
-def _read_ctranslate2(file: Path, num_layers: int | None) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
+def _read_ctranslate2(file: Path) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     variables = read_ctranslate2_variables(file, prefix="encoder/")
     missing = [n for n in ("encoder/conv1/weight", "encoder/num_heads", "encoder/position_encodings/encodings")
                if n not in variables]
@@ -101,7 +97,7 @@ def _read_ctranslate2(file: Path, num_layers: int | None) -> tuple[WhisperEncode
              for conv in ("conv1", "conv2") for p in ("weight", "bias")}
     state["embed_positions.weight"] = torch.from_numpy(variables["encoder/position_encodings/encodings"])
     d = dims.d_model
-    for i in range(dims.encoder_layers if num_layers is None else min(num_layers, dims.encoder_layers)):
+    for i in range(dims.encoder_layers):
         base = f"encoder/layer_{i}/"
         for ours, theirs in _LAYER_KEYS.items():
             state[f"layers.{i}.{ours}"] = torch.from_numpy(variables[base + theirs])

@@ -93,11 +93,12 @@ def encoder_output(state: dict[str, torch.Tensor], reference: WhisperEncoder, fe
 def test_both_whisper_forms_read_into_the_same_encoder(tmp_path, form):
     reference = random_whisper_encoder()
     writer = write_hf_folder if form == "hf" else write_ctranslate2_folder
-    dims, state = read_whisper_encoder(writer(reference, tmp_path / form), num_layers=2)
+    dims, state = read_whisper_encoder(writer(reference, tmp_path / form))
     assert dims.encoder_layers == 3 and dims.d_model == 16 and dims.encoder_attention_heads == 2
     assert sorted(k for k in state if not k.startswith("layers.")) == [
         "conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight", "embed_positions.weight"]
-    assert not any(k.startswith("layers.2.") for k in state)
+    assert {k.split(".")[1] for k in state if k.startswith("layers.")} == {"0", "1", "2"}
+    state = {k: v for k, v in state.items() if not k.startswith("layers.2.")}
     features = torch.randn(1, 8, 3000)
     cut = WhisperEncoder(WhisperConfig(**{**DIMS, "encoder_layers": 2})).eval()
     cut.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("layers.2.")})
