@@ -18,14 +18,13 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .config import SACConfig
 from .model import SAC
+from .weights import INDEX_NAME, WEIGHTS_NAME, write_weights
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 SEMANTIC_CODEBOOK_KEY = "semantic_encoder.codebook.weight"
 # Keys of released checkpoints that carry no inference or training state of SAC itself: ema_pytorch
 # bookkeeping, the frozen ERes2Net teacher, and the tokenizer's EMA statistics.
@@ -73,7 +72,7 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
         model.config.save(tmp / CONFIG_NAME)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
-        write_weights(state, tmp, max_shard_bytes)
+        write_weights(state, tmp, max_shard_bytes, metadata={"format": "pt", "codec": "sac"})
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -81,27 +80,6 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None) -> None:
-    metadata = {"format": "pt", "codec": "sac"}
-    total = sum(v.numel() * v.element_size() for v in state.values())
-    if max_shard_bytes is None or total <= max_shard_bytes:
-        save_file(state, str(folder / WEIGHTS_NAME), metadata=metadata)
-        return
-    shards, size = [{}], 0
-    for key, value in state.items():  # greedy, in state order; a tensor over the limit gets a shard of its own
-        nbytes = value.numel() * value.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards, size = [*shards, {}], 0
-        shards[-1][key], size = value, size + nbytes
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), metadata=metadata)
-        weight_map.update(dict.fromkeys(shard, name))
-    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                                                indent=2) + "\n")
 
 
 def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
 
 from .audio import check_samples
+from .weights import write_weights
 
 CHUNK_SECONDS = 30  # the released extractor cuts clips into 30 s chunks (Whisper's window)
 CONV_STRIDE = 2  # conv1 stride 1 x conv2 stride 2: mel frames per encoder frame
@@ -201,12 +202,11 @@ class SemanticTokenizer(nn.Module):
         _load_strict(model, state, folder)
         return model.requires_grad_(False).to(device=device, dtype=dtype).eval()
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, max_shard_bytes: int | None = None) -> Path:
         """Write the released folder layout (`config.json`, `preprocessor_config.json`, `model.safetensors` with
-        `model.encoder.*` keys), which `from_pretrained` and the released code read."""
+        `model.encoder.*` keys, or shards of it over `max_shard_bytes`), which `from_pretrained` and the released
+        code read."""
         from dataclasses import asdict
-
-        from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ class SemanticTokenizer(nn.Module):
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         (folder / "preprocessor_config.json").write_text(self.feature_extractor.to_json_string())
         state = {ENCODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        write_weights(state, folder, max_shard_bytes, metadata={"format": "pt"})
         return folder
 
     # ---- features ----------------------------------------------------------------------------------------------

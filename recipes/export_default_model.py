@@ -162,8 +162,8 @@ def check_sizes(written: dict[str, int], kept: dict[str, int], max_file_mib: flo
     too_big = [f"{name} is {size / MIB:.2f} MiB" for name, size in written.items() if size > max_file_mib * MIB]
     if too_big:
         raise ExportError(f"over the {max_file_mib:g} MiB per-file limit (--max-file-mib): " + "; ".join(too_big)
-                          + ". Train a smaller model or raise the limit (the codec is split into shards under the "
-                          "limit; the tokenizer, LM and flow are stored as one file each).")
+                          + ". Train a smaller model or raise the limit (the codec and the tokenizer are split into "
+                          "shards under the limit; the LM and flow are stored as one file each).")
     total = sum(written.values()) + sum(kept.values())
     if total > max_total_mb * MB:
         largest = sorted({**written, **kept}.items(), key=lambda kv: -kv[1])[:5]
@@ -267,8 +267,9 @@ def export(tokenizer: str | Path, codec: str | Path, lm: str | Path, flow: str |
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
     try:
         # already in dtype; shards under the file limit, with room for each safetensors header
-        exported["codec"].save_pretrained(tmp / "codec", max_shard_bytes=int(0.98 * max_file_mib * MIB))
-        exported["tokenizer"].save_pretrained(tmp / "codec" / TOKENIZER_SUBDIR)
+        max_shard_bytes = int(0.98 * max_file_mib * MIB)
+        exported["codec"].save_pretrained(tmp / "codec", max_shard_bytes=max_shard_bytes)
+        exported["tokenizer"].save_pretrained(tmp / "codec" / TOKENIZER_SUBDIR, max_shard_bytes=max_shard_bytes)
         exported["lm"].save_pretrained(tmp / "lm")
         text_tokenizer.save(tmp / "lm")
         exported["flow"].save_pretrained(tmp / "flow")

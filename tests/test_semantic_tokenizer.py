@@ -130,6 +130,20 @@ def test_padded_frames_cannot_leak_into_real_ones():
         assert (hidden[0][valid[0]] - hidden_a[row][valid_a[row]]).abs().max() < 1e-12
 
 
+def test_saved_in_shards_under_a_size_cap_it_loads_the_same_tokenizer(tmp_path):
+    tokenizer = _random_tokenizer()
+    state = tokenizer.state_dict()
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    largest = max(v.numel() * v.element_size() for v in state.values())
+    tokenizer.save_pretrained(tmp_path / "tok", max_shard_bytes=max(largest, total // 3))
+    shards = sorted((tmp_path / "tok").glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and not (tmp_path / "tok" / "model.safetensors").exists()
+    assert all(p.stat().st_size <= max(largest, total // 3) + 4096 for p in shards)  # + the safetensors header
+    loaded = SemanticTokenizer.from_pretrained(tmp_path / "tok", dtype=torch.float64)
+    assert state.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in state.items())
+
+
 def test_token_count_is_ceil_of_samples_over_hop_per_30s_chunk():
     tokenizer = _random_tokenizer()
     lengths = [1, 1279, 1280, 1281, 480_000, 480_001, 960_000 + 2560 + 5]

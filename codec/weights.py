@@ -1,0 +1,34 @@
+"""Safetensors weights split into shards under a file-size cap, in the Hugging Face layout
+(`model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`), for repositories that cap file sizes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None,
+                  metadata: dict[str, str]) -> None:
+    """One `model.safetensors`, or shards split at tensor boundaries when the state exceeds `max_shard_bytes`."""
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        save_file(state, str(folder / WEIGHTS_NAME), metadata=metadata)
+        return
+    shards, size = [{}], 0
+    for key, value in state.items():  # greedy, in state order; a tensor over the limit gets a shard of its own
+        nbytes = value.numel() * value.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards, size = [*shards, {}], 0
+        shards[-1][key], size = value, size + nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata=metadata)
+        weight_map.update(dict.fromkeys(shard, name))
+    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                indent=2) + "\n")
