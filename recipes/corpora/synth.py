@@ -245,7 +245,11 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
         raise SystemExit(f"every voice of {wanted} speaks as an identity of {', '.join(map(str, cfg.exclude))}")
     ctx = get_context("spawn")  # onnxruntime and fork do not mix
     with ctx.Pool(cfg.workers) as pool:
-        probes = dict(pool.map(_probe, candidates, chunksize=1))
+        # one voice per engine first: its first use fills the engine's model cache (Kokoro downloads and renames
+        # a file), and two workers filling the same cache at once made a voice fail and moved the held-out pick
+        firsts = list({v.engine: v for v in reversed(candidates)}.values())
+        probes = dict(pool.map(_probe, firsts, chunksize=1))
+        probes.update(pool.map(_probe, [v for v in candidates if v.name not in probes], chunksize=1))
         voices = [v for v in candidates if probes[v.name] is None]
         if not voices:
             raise SystemExit(f"no voice works: {probes}; run recipes/corpora/install_engines.sh")
