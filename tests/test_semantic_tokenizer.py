@@ -140,8 +140,9 @@ def test_saved_in_shards_under_a_size_cap_it_loads_the_same_tokenizer(tmp_path):
     assert len(shards) >= 3 and not (tmp_path / "tok" / "model.safetensors").exists()
     assert all(p.stat().st_size <= max(largest, total // 3) + 4096 for p in shards)  # + the safetensors header
     loaded = SemanticTokenizer.from_pretrained(tmp_path / "tok", dtype=torch.float64)
-    assert state.keys() == loaded.state_dict().keys()
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in state.items())
+    loaded_state = loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert all(torch.equal(v, loaded_state[k]) for k, v in state.items())
 
 
 def test_token_count_is_ceil_of_samples_over_hop_per_30s_chunk():
