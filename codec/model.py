@@ -150,16 +150,20 @@ class SAC(nn.Module):
         return torch.where(replace.to(acoustic.device)[:, None, :], noise, acoustic)
 
     def forward(self, wav: torch.Tensor, semantic_ids: torch.Tensor, seed: int | None = None,
-                acoustic_noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                acoustic_noise: torch.Tensor | None = None,
+                acoustic_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training pass. wav [B, 1, L] preprocessed, semantic_ids [B, L / semantic_hop]; `seed` for the VQ's
         dead-code revival and the noise. `acoustic_noise` [B] in [0, 1]: the share of each clip's acoustic frames
-        whose code is replaced by a random one (not in the release; see `noisy_acoustic`).
+        whose code is replaced by a random one (not in the release; see `noisy_acoustic`). `acoustic_ids`
+        [B, L / acoustic_hop]: decode these instead of encoding `wav` (decoder-only training; vq_loss is then 0).
 
         Returns recon [B, 1, L], acoustic_ids [B, Ta], vq_loss [B], and when the training heads exist
         semantic_pred [B, semantic_dim, T_decoder] and speaker_pred [B, D_speaker].
         """
-        latent = self.acoustic_encoder(wav)
-        acoustic, acoustic_ids, vq_loss = self.acoustic_quantizer(latent, seed)
+        if acoustic_ids is None:
+            acoustic, acoustic_ids, vq_loss = self.acoustic_quantizer(self.acoustic_encoder(wav), seed)
+        else:
+            acoustic, vq_loss = self.acoustic_quantizer.embed(acoustic_ids), wav.new_zeros(wav.shape[0])
         if acoustic_noise is not None:
             acoustic = self.noisy_acoustic(acoustic, acoustic_noise, seed)
         semantic = self.embed_semantic(semantic_ids)

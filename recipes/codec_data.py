@@ -7,6 +7,9 @@ suffices: no codec needs to exist yet to train the first one); the example then 
 pre-pooling frames, the target of SAC's semantic-feature loss (the release reads them from offline files). Each example
 is a random window of `segment_tokens` semantic tokens (30 = 2.4 s) and the 1280·30 samples under it, the audio
 volume-normalised and 40 Hz high-passed (`codec.audio.preprocess`); short items are zero-padded (ids with 0).
+With `data.acoustic_from_tokens` the example also carries the token folder's acoustic ids under the window, and the
+recipe decodes those rather than re-encoding the crop: decoder-only training (encoders frozen) then skips the acoustic
+encoder, and the decoder sees the ids of whole-clip encoding that the second stage predicts, not a crop's edge ids.
 
 Crops are drawn from (seed, step, slot): a resumed run sees the batches the uninterrupted one would have.
 """
@@ -43,6 +46,7 @@ class DataConfig:
     eval_tokens: str = ""
     eval_manifest: str = ""
     eval_clips: int = 32  # its first clips, one fixed crop each
+    acoustic_from_tokens: bool = False  # decode the token folders' acoustic ids (see the module docstring)
 
     def __post_init__(self) -> None:
         if bool(self.tokens) == bool(self.manifest):
@@ -53,6 +57,10 @@ class DataConfig:
                              "semantic ids")
         if self.eval_tokens and self.eval_manifest:
             raise ValueError("give at most one of data.eval_tokens and data.eval_manifest")
+        if self.acoustic_from_tokens and (self.manifest or self.eval_manifest or self.semantic_tokenizer):
+            raise ValueError("data.acoustic_from_tokens reads the acoustic ids of token folders: give data.tokens "
+                             "(and data.eval_tokens), without data.manifest, data.eval_manifest or "
+                             "data.semantic_tokenizer")
         if self.segment_tokens < 1 or self.batch_size < 1 or self.eval_clips < 1:
             raise ValueError("data.segment_tokens, data.batch_size and data.eval_clips must be at least 1")
 
@@ -65,7 +73,8 @@ class DataConfig:
 
 class CodecCrops(Dataset):
     """dataset[(index, crop_seed)] -> {"wav": float32 [1, S·1280], "semantic": int64 [S]} (+ "semantic_frames"
-    float32 [S·k, D] with a tokenizer of pooling k)."""
+    float32 [S·k, D] with a tokenizer of pooling k; + "acoustic" int64 [S·a] with acoustic_from_tokens, a acoustic
+    frames per semantic one)."""
 
     def __init__(self, data: DataConfig, sample_rate: int = 16000):
         self.data, self.sample_rate = data, sample_rate
@@ -92,7 +101,7 @@ class CodecCrops(Dataset):
         tokenizer_audio, audio = preprocess(load_audio(self.paths[index], self.sample_rate),
                                             highpass_cutoff_hz=self.data.highpass_cutoff_hz)
         rng = np.random.default_rng(crop_seed)
-        semantic_frames = None
+        semantic_frames = acoustic = None
         if self.data.semantic_tokenizer:
             tokenizer = self.tokenizer()
             if len(tokenizer_audio) > tokenizer.chunk_samples:  # one chunk, so the frames line up with the ids
@@ -101,7 +110,7 @@ class CodecCrops(Dataset):
                 audio = audio[offset: offset + tokenizer.chunk_samples]
             semantic, semantic_frames = tokenizer.ids_and_frames(tokenizer_audio)
         else:
-            semantic, _ = self.reader.get(self.reader.rows[index]["id"])
+            semantic, acoustic = self.reader.get(self.reader.rows[index]["id"])
         frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
         seg = self.data.segment_tokens
         start = int(rng.integers(0, frames - seg + 1)) if frames > seg else 0
@@ -111,6 +120,11 @@ class CodecCrops(Dataset):
         ids[:take] = semantic[start: start + take]
         wav[:take * HOP] = audio[start * HOP: (start + take) * HOP]
         example = {"wav": torch.from_numpy(wav)[None], "semantic": torch.from_numpy(ids)}
+        if self.data.acoustic_from_tokens:
+            a = self.reader.k
+            acoustic_ids = np.zeros(seg * a, np.int64)
+            acoustic_ids[:take * a] = acoustic[start * a: (start + take) * a]
+            example["acoustic"] = torch.from_numpy(acoustic_ids)
         if semantic_frames is not None:
             k = semantic_frames.shape[0] // len(semantic)
             target = np.zeros((seg * k, semantic_frames.shape[1]), np.float32)

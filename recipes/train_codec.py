@@ -41,7 +41,7 @@ from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from codec.semantic_tokenizer import SemanticTokenizer
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
-from recipes.training import STEP_DIR, _section, find_resume, make_accelerator, past
+from recipes.training import STEP_DIR, _section, find_resume, make_accelerator, past, value_type
 
 
 @dataclass
@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             default = f.default_factory() if f.default is MISSING else f.default
             kind = type(default) if default is not None else str
             shape = ({"nargs": 2, "type": float} if kind is tuple else {"nargs": "*", "type": str} if kind is list
-                     else {"type": kind})
+                     else {"type": value_type(kind)})
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", **shape)
     return parser.parse_args(argv)
 
@@ -169,7 +169,7 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
     noise = None
     if t.acoustic_noise:
         noise = t.acoustic_noise * torch.rand(wav.shape[0], generator=torch.Generator().manual_seed(seed))  # [B]
-    out = run.generator(wav, batch["semantic"], seed=seed, acoustic_noise=noise)
+    out = run.generator(wav, batch["semantic"], seed=seed, acoustic_noise=noise, acoustic_ids=batch.get("acoustic"))
     recon, stats = out["recon"], {}
     target = wav[..., :recon.shape[-1]]
     if adversarial:
@@ -229,7 +229,7 @@ def evaluate(run: CodecRun, dataset: CodecCrops, clips: int, batch_size: int) ->
     totals, codes = {"mel": 0.0, "vq": 0.0}, set()
     for start in range(0, len(keys), batch_size):
         batch = {k: v.to(device) for k, v in collate([dataset[key] for key in keys[start: start + batch_size]]).items()}
-        out, n = model(batch["wav"], batch["semantic"]), len(batch["wav"])
+        out, n = model(batch["wav"], batch["semantic"], acoustic_ids=batch.get("acoustic")), len(batch["wav"])
         totals["mel"] += run.mel(out["recon"], batch["wav"]).item() * n
         totals["vq"] += out["vq_loss"].mean().item() * n
         semantic = semantic_loss(out, batch)
@@ -361,6 +361,21 @@ def check_semantic_codebook(generator: SAC, tokenizer: str, checkpoint: str) -> 
                          "resume with the tokenizer it was started with")
 
 
+def check_acoustic_ids(generator: SAC, dataset: CodecCrops, crops: int = 4) -> None:
+    """Refuse a token folder whose acoustic ids this codec's encoder does not make. A crop's edge frames differ
+    from whole-clip encoding (the encoder sees past the crop there), so this compares the share that agree."""
+    model = generator.eval()
+    agree, total = 0, 0
+    for i in range(min(crops, len(dataset))):
+        example = dataset[(i * (len(dataset) // crops), i)]
+        ids = model.encode_acoustic(example["wav"][None].to(model.device))[0].cpu()  # [S·a]
+        agree, total = agree + int((ids == example["acoustic"]).sum()), total + ids.numel()
+    if agree < total / 2:
+        raise ValueError(f"only {agree} of {total} acoustic ids in {dataset.data.tokens} match what this codec's "
+                         "acoustic encoder makes of the same audio: the folder was tokenized with another codec. "
+                         "Start from that codec (train.init_from), or tokenize the corpus again with this one")
+
+
 def generator_sample_rate(model_config: dict) -> int:
     return int(model_config.get("sample_rate", 16000))
 
@@ -384,6 +399,12 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
         (output_dir / "train_config.json").write_text(json.dumps(
             {"model": model_config, "data": asdict(data), "train": asdict(train)}, indent=2) + "\n")
     dataset = CodecCrops(data, generator_sample_rate(model_config))
+    if data.acoustic_from_tokens:
+        if not {"acoustic_encoder", "acoustic_quantizer"} <= set(train.freeze):
+            raise ValueError("data.acoustic_from_tokens decodes the token folder's acoustic ids, which stay valid only "
+                             "if the acoustic side does not train: add acoustic_encoder and acoustic_quantizer to "
+                             "train.freeze")
+        check_acoustic_ids(acc.unwrap_model(run.generator), dataset)
     held_out = data.held_out()
     eval_set = CodecCrops(held_out, generator_sample_rate(model_config)) if held_out else None
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), data.batch_size, train.seed, step,

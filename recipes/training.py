@@ -73,6 +73,18 @@ class TrainConfig:
             raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
 
 
+def parse_bool(text: str) -> bool:
+    """A boolean setting's command-line value: argparse's `type=bool` would read "false" as True."""
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return words[text.lower()]
+
+
+def value_type(kind: type) -> Callable[[str], Any]:
+    return parse_bool if kind is bool else kind
+
+
 def parse_args(argv: list[str] | None, description: str, data_cls: type) -> argparse.Namespace:
     """--config, --resume and one flag per data.* and train.* setting (dashes for underscores)."""
     parser = argparse.ArgumentParser(description=f"{description}; every data.* and train.* setting of the config can "
@@ -86,7 +98,7 @@ def parse_args(argv: list[str] | None, description: str, data_cls: type) -> argp
             if f.metadata.get("sources"):  # one path or several
                 shape: dict[str, Any] = {"nargs": "+", "type": str}
             else:
-                shape = {"nargs": 2, "type": float} if kind is tuple else {"type": kind}
+                shape = {"nargs": 2, "type": float} if kind is tuple else {"type": value_type(kind)}
             flag, dest = f"--{f.name.replace('_', '-')}", f"{section}.{f.name}"
             parser.add_argument(flag, dest=dest, help=dest, **shape)
     return parser.parse_args(argv)

@@ -180,23 +180,29 @@ def test_acoustic_noise_is_independent_of_the_recipes_share_draw():
 
 
 # ---- the recipe ----------------------------------------------------------------------------------------------------
-def make_token_folder(root: Path) -> Path:
+def make_token_folder(root: Path, codec: SAC | None = None, name: str = "tokens", shift: int = 0) -> Path:
     """Two tone clips (one shorter than a crop) and their semantic ids as a token folder, audio beside the
-    manifest, as recipes/tokenize_corpus.py would leave them."""
+    manifest, as recipes/tokenize_corpus.py would leave them; acoustic ids are `codec`'s encoding (else zeros),
+    each moved `shift` codes on (as another encoder's would differ)."""
 
     import numpy as np
 
-    from codec.audio import save_wav
+    from codec.audio import load_audio, preprocess, save_wav
     from recipes import shards
 
-    folder = root / "tokens"
+    folder = root / name
     folder.mkdir()
     utterances = []
     for i, seconds in enumerate((0.6, 0.2)):
         save_wav(root / f"u{i}.wav", tone(int(seconds * SR), hz=200.0 + 100 * i)[0, 0], SR)
         frames = math.ceil(seconds * SR / 1280)
+        acoustic = np.zeros(2 * frames, np.int64)
+        if codec is not None:  # the whole clip, preprocessed as the crops are, padded to whole frames
+            _, audio = preprocess(load_audio(root / f"u{i}.wav", SR))
+            wav = torch.nn.functional.pad(torch.from_numpy(audio), (0, frames * 1280 - len(audio)))
+            acoustic = (codec.encode_acoustic(wav[None, None])[0].numpy() + shift) % codec.config.codebook_size
         utterances.append(({"id": f"u{i}", "audio": f"u{i}.wav", "text": "", "speaker": None,
-                            "duration": seconds}, np.arange(frames) % 16, np.zeros(2 * frames, np.int64)))
+                            "duration": seconds}, np.arange(frames) % 16, acoustic))
     (root / "manifest.jsonl").write_text("")
     shards.write_json(folder / shards.META_NAME, {
         "format": shards.FORMAT, "codec": {"acoustic_per_semantic": 2},
@@ -293,3 +299,33 @@ def test_frozen_encoders_keep_every_token_while_the_decoder_trains(tmp_path):
         train_codec.main([*base, "--output-dir", str(tmp_path / "bad"), "--acoustic-noise", "1.5"])
     with pytest.raises(ValueError, match="does not have; its modules: semantic_encoder"):
         train_codec.main([*base, "--output-dir", str(tmp_path / "bad"), "--freeze", "encoder"])
+
+
+def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
+    from recipes import train_codec
+
+    base = ["--config", "recipes/configs/codec_tiny.json", "--tokens", str(make_token_folder(tmp_path))]
+    start_folder = train_codec.main([*base, "--output-dir", str(tmp_path / "start"), "--max-steps", "1"]) / "final"
+    start = SAC.from_pretrained(start_folder)
+    tokens = make_token_folder(tmp_path, start, "start_tokens")
+    frozen = ["--freeze", "semantic_encoder", "acoustic_encoder", "acoustic_quantizer"]
+    decoder = ["--config", "recipes/configs/codec_tiny.json", "--init-from", str(start_folder), *frozen,
+               "--acoustic-from-tokens", "true", "--generator-warmup-steps", "100"]
+    parsed = vars(train_codec.parse_args([*decoder[:2], "--acoustic-from-tokens", "false"]))
+    assert parsed["data.acoustic_from_tokens"] is False  # argparse's type=bool would read "false" as True
+    seen = []
+    out = train_codec.main([*decoder, "--tokens", str(tokens), "--eval-tokens", str(tokens), "--eval-clips", "2",
+                            "--output-dir", str(tmp_path / "decoder")], on_step=lambda step, stats: seen.append(stats))
+    assert len(seen) == 3 and all(stats["vq"] == 0 and stats["mel"] > 0 for stats in seen)  # no encoder pass
+    evals = [row for row in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "eval/mel" in row]
+    assert evals and all(row["eval/vq"] == 0 and math.isfinite(row["eval/mel"]) for row in evals)
+    # a folder made by another acoustic encoder (every id differs) is refused before training
+    shifted = make_token_folder(tmp_path, start, "shifted_tokens", shift=1)
+    with pytest.raises(ValueError, match="tokenized with another codec"):
+        train_codec.main([*decoder, "--tokens", str(shifted), "--output-dir", str(tmp_path / "shifted")])
+    with pytest.raises(ValueError, match="add acoustic_encoder and acoustic_quantizer to train.freeze"):
+        train_codec.main([*decoder[:5], "--acoustic-from-tokens", "true", "--tokens", str(tokens),
+                          "--output-dir", str(tmp_path / "unfrozen")])
+    with pytest.raises(ValueError, match="data.acoustic_from_tokens reads the acoustic ids of token folders"):
+        train_codec.main([*decoder, "--tokens", str(tokens), "--eval-manifest", "m.jsonl", "--semantic-tokenizer",
+                          "t", "--output-dir", str(tmp_path / "manifest")])
