@@ -9,7 +9,6 @@ Both end in one strict `load_state_dict`; a mismatch raises and lists the missin
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,11 +17,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from .config import SACConfig
 from .model import SAC
-from .weights import INDEX_NAME, WEIGHTS_NAME, write_weights
+from .weights import CheckpointError, read_weights, write_weights
 
 CONFIG_NAME = "config.json"
 SEMANTIC_CODEBOOK_KEY = "semantic_encoder.codebook.weight"
@@ -30,10 +28,6 @@ SEMANTIC_CODEBOOK_KEY = "semantic_encoder.codebook.weight"
 # bookkeeping, the frozen ERes2Net teacher, and the tokenizer's EMA statistics.
 _BOOKKEEPING_KEYS = {"initted", "step", "semantic_encoder.ema_count", "semantic_encoder.ema_weight"}
 _BOOKKEEPING_PREFIXES = ("speaker_encoder.",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model it is loaded into."""
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
@@ -80,25 +74,6 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a SAC model folder, from `model.safetensors` or from the shards its index names."""
-    folder = Path(folder)
-    if (folder / WEIGHTS_NAME).is_file():
-        return load_file(str(folder / WEIGHTS_NAME))
-    if not (folder / INDEX_NAME).is_file():
-        raise FileNotFoundError(f"{folder} is not a SAC model folder: it has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
-    weight_map = json.loads((folder / INDEX_NAME).read_text())["weight_map"]
-    state = {}
-    for name in sorted(set(weight_map.values())):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / INDEX_NAME} names the shard {name}, which is missing")
-        state.update(load_file(str(folder / name)))
-    if state.keys() != weight_map.keys():
-        raise CheckpointError(f"the shards in {folder} do not hold the tensors {INDEX_NAME} lists: "
-                              f"{sorted(state.keys() ^ weight_map.keys())[:10]}")
-    return state
 
 
 def load_folder(folder: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> SAC:

@@ -1,4 +1,4 @@
-"""Safetensors weights split into shards under a file-size cap, in the Hugging Face layout
+"""A model folder's safetensors weights: one file, or shards under a file-size cap in the Hugging Face layout
 (`model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`), for repositories that cap file sizes."""
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the model it is loaded into."""
 
 
 def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None,
@@ -32,3 +36,22 @@ def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes:
         weight_map.update(dict.fromkeys(shard, name))
     (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
                                                 indent=2) + "\n")
+
+
+def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a SAC model folder, from `model.safetensors` or from the shards its index names."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).is_file():
+        return load_file(str(folder / WEIGHTS_NAME))
+    if not (folder / INDEX_NAME).is_file():
+        raise FileNotFoundError(f"{folder} is not a SAC model folder: it has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+    weight_map = json.loads((folder / INDEX_NAME).read_text())["weight_map"]
+    state = {}
+    for name in sorted(set(weight_map.values())):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / INDEX_NAME} names the shard {name}, which is missing")
+        state.update(load_file(str(folder / name)))
+    if state.keys() != weight_map.keys():
+        raise CheckpointError(f"the shards in {folder} do not hold the tensors {INDEX_NAME} lists: "
+                              f"{sorted(state.keys() ^ weight_map.keys())[:10]}")
+    return state

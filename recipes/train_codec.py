@@ -36,10 +36,11 @@ if __package__ in (None, ""):  # run as `python recipes/train_codec.py`: make `r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import SAC, SACConfig
-from codec.checkpoint import load_state_dict_strict, read_weights
+from codec.checkpoint import load_state_dict_strict
 from codec.discriminator import Discriminator
 from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from codec.semantic_tokenizer import SemanticTokenizer
+from codec.weights import read_weights
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
 from recipes.training import STEP_DIR, _section, find_resume, make_accelerator, past, value_type
 

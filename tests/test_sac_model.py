@@ -105,7 +105,7 @@ def test_any_floating_dtype_at_load_time(reference_dir, dtype):
 def test_sharded_folder_loads_the_same_weights(tmp_path):
     import json
 
-    from codec.checkpoint import INDEX_NAME
+    from codec.weights import INDEX_NAME
 
     torch.manual_seed(0)
     model = SAC(tiny_config()).eval()
