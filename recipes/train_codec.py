@@ -400,14 +400,15 @@ def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | N
         (output_dir / "train_config.json").write_text(json.dumps(
             {"model": model_config, "data": asdict(data), "train": asdict(train)}, indent=2) + "\n")
     dataset = CodecCrops(data, generator_sample_rate(model_config))
+    held_out = data.held_out()
+    eval_set = CodecCrops(held_out, generator_sample_rate(model_config)) if held_out else None
     if data.acoustic_from_tokens:
         if not {"acoustic_encoder", "acoustic_quantizer"} <= set(train.freeze):
             raise ValueError("data.acoustic_from_tokens decodes the token folder's acoustic ids, which stay valid only "
                              "if the acoustic side does not train: add acoustic_encoder and acoustic_quantizer to "
                              "train.freeze")
-        check_acoustic_ids(acc.unwrap_model(run.generator), dataset)
-    held_out = data.held_out()
-    eval_set = CodecCrops(held_out, generator_sample_rate(model_config)) if held_out else None
+        for crops in (dataset, eval_set) if eval_set is not None else (dataset,):
+            check_acoustic_ids(acc.unwrap_model(run.generator), crops)
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), data.batch_size, train.seed, step,
                                                            acc.process_index),
                         collate_fn=collate, num_workers=data.num_workers)

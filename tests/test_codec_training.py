@@ -323,6 +323,9 @@ def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
     shifted = make_token_folder(tmp_path, start, "shifted_tokens", shift=1)
     with pytest.raises(ValueError, match="tokenized with another codec"):
         train_codec.main([*decoder, "--tokens", str(shifted), "--output-dir", str(tmp_path / "shifted")])
+    with pytest.raises(ValueError, match="tokenized with another codec"):  # the held-out folder is checked too
+        train_codec.main([*decoder, "--tokens", str(tokens), "--eval-tokens", str(shifted),
+                          "--output-dir", str(tmp_path / "shifted_eval")])
     with pytest.raises(ValueError, match="add acoustic_encoder and acoustic_quantizer to train.freeze"):
         train_codec.main([*decoder[:5], "--acoustic-from-tokens", "true", "--tokens", str(tokens),
                           "--output-dir", str(tmp_path / "unfrozen")])
