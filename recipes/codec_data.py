@@ -114,22 +114,20 @@ class CodecCrops(Dataset):
         frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
         seg = self.data.segment_tokens
         start = int(rng.integers(0, frames - seg + 1)) if frames > seg else 0
-        ids = np.zeros(seg, np.int64)
-        wav = np.zeros(seg * HOP, np.float32)
         take = min(seg, frames)
-        ids[:take] = semantic[start: start + take]
-        wav[:take * HOP] = audio[start * HOP: (start + take) * HOP]
-        example = {"wav": torch.from_numpy(wav)[None], "semantic": torch.from_numpy(ids)}
+
+        def window(values: np.ndarray, per_frame: int, dtype: type) -> torch.Tensor:
+            """The `per_frame` rows under each of the crop's semantic frames, zero-padded to the whole segment."""
+            out = np.zeros((seg * per_frame, *values.shape[1:]), dtype)
+            out[:take * per_frame] = values[start * per_frame: (start + take) * per_frame]
+            return torch.from_numpy(out)
+
+        example = {"wav": window(audio, HOP, np.float32)[None], "semantic": window(semantic, 1, np.int64)}
         if self.data.acoustic_from_tokens:
-            a = self.reader.k
-            acoustic_ids = np.zeros(seg * a, np.int64)
-            acoustic_ids[:take * a] = acoustic[start * a: (start + take) * a]
-            example["acoustic"] = torch.from_numpy(acoustic_ids)
+            example["acoustic"] = window(acoustic, self.reader.k, np.int64)
         if semantic_frames is not None:
             k = semantic_frames.shape[0] // len(semantic)
-            target = np.zeros((seg * k, semantic_frames.shape[1]), np.float32)
-            target[:take * k] = semantic_frames[start * k: (start + take) * k]
-            example["semantic_frames"] = torch.from_numpy(target)
+            example["semantic_frames"] = window(semantic_frames, k, np.float32)
         return example
 
 
