@@ -4,9 +4,10 @@
     python recipes/train_codec.py --config ... --output-dir runs/c --resume auto
 
 A GAN needs two optimizers, so this recipe runs its own loop rather than recipes/training.py's single-optimizer one
-(it reuses its config loading and accelerator). Each step: once past `generator_warmup_steps`, a discriminator step
-on the detached reconstruction, then the generator step (the release's order). Both use AdamW with an exponential
-LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved with every checkpoint as ema/.
+(it reuses train_config.py's command line and training.py's accelerator). Each step: once past
+`generator_warmup_steps`, a discriminator step on the detached reconstruction, then the generator step (the release's
+order). Both use AdamW with an exponential LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved
+with every checkpoint as ema/.
 
 The semantic-feature MSE (`semantic_weight`) regresses the tokenizer's pre-pooling frames from the decoder
 features through the model's `semantic_decoder`; it runs when the config builds that head and the data carries the
@@ -16,14 +17,13 @@ ERes2Net embeddings); configs set speaker_predictor to null.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,7 +42,8 @@ from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching
 from codec.semantic_tokenizer import SemanticTokenizer
 from codec.weights import read_weights
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
-from recipes.training import STEP_DIR, _section, find_resume, make_accelerator, past, value_type
+from recipes.train_config import load_config, parse_args
+from recipes.training import STEP_DIR, find_resume, make_accelerator, past
 
 
 @dataclass
@@ -114,31 +115,6 @@ class EMA:
                 value.lerp_(source[name].to(value.dtype), 1 - decay)
             else:
                 value.copy_(source[name])
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the SAC codec; data.* and train.* can be overridden")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--resume", help="'auto' (newest checkpoint, or a fresh start) or a checkpoint folder")
-    for section, cls in (("data", DataConfig), ("train", CodecTrainConfig)):
-        for f in fields(cls):
-            default = f.default_factory() if f.default is MISSING else f.default
-            kind = type(default) if default is not None else str
-            shape = ({"nargs": 2, "type": float} if kind is tuple else {"nargs": "*", "type": str} if kind is list
-                     else {"type": value_type(kind)})
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", **shape)
-    return parser.parse_args(argv)
-
-
-def load_config(args: argparse.Namespace) -> tuple[dict, DataConfig, CodecTrainConfig]:
-    raw = json.loads(args.config.read_text())
-    sections = {name: dict(raw.get(name, {})) for name in ("data", "train")}
-    for dest, value in vars(args).items():
-        if "." in dest and value is not None:
-            section, name = dest.split(".")
-            sections[section][name] = value
-    return (dict(raw.get("model", {})), _section(DataConfig, "data", sections["data"]),
-            _section(CodecTrainConfig, "train", sections["train"]))
 
 
 def exponential_lr(optimizer: torch.optim.Optimizer, train: CodecTrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
@@ -383,8 +359,8 @@ def generator_sample_rate(model_config: dict) -> int:
 
 def main(argv: list[str] | None = None, on_step: Callable[[int, dict], None] | None = None) -> Path:
     """Train from a config; returns the output folder (final/ holds the generator, final/ema the EMA weights)."""
-    args = parse_args(argv)
-    model_config, data, train = load_config(args)
+    args = parse_args(argv, "Train the SAC codec", DataConfig, CodecTrainConfig)
+    model_config, data, train = load_config(args, DataConfig, CodecTrainConfig)
     output_dir = Path(train.output_dir or Path("runs") / args.config.stem)
     output_dir.mkdir(parents=True, exist_ok=True)
     # before anything is built or written; save_checkpoint writes train_state.pt into folder.tmp before the rename

@@ -30,7 +30,8 @@ from flow.config import FlowConfig
 from flow.model import AcousticFlow
 from recipes.data import train_and_eval
 from recipes.flow_data import DataConfig, FlowDataset, collate, read_manifest
-from recipes.training import Batch, Task, TrainResult, parse_args, start_run, train_task
+from recipes.train_config import parse_args
+from recipes.training import Batch, Task, TrainResult, start_run, train_task
 
 EVAL_MASK_RATIO = 0.5
 

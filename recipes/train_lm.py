@@ -30,7 +30,8 @@ from lm.model import IGNORE_INDEX, SemanticLM, default_attn_implementation
 from lm.text import TextTokenizer, train_text_tokenizer
 from recipes.data import train_and_eval
 from recipes.lm_data import DataConfig, SemanticLMDataset, collate, read_manifest
-from recipes.training import Batch, Task, TrainResult, parse_args, start_run, train_task
+from recipes.train_config import parse_args
+from recipes.training import Batch, Task, TrainResult, start_run, train_task
 
 
 def load_text_tokenizer(data: DataConfig, output_dir: Path, resume: Path | None, texts: list[str],

@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run as `python recipes/train_tokenizer.py`: mak
 from codec.semantic_training import TokenizerTrainer, TokenizerTrainingConfig
 from recipes.data import train_and_eval
 from recipes.tokenizer_data import SAMPLES_PER_FRAME, CTCDataset, DataConfig, collate, read_manifest
-from recipes.training import Batch, Task, TrainResult, parse_args, start_run, train_task
+from recipes.train_config import parse_args
+from recipes.training import Batch, Task, TrainResult, start_run, train_task
 
 
 def tokenizer_loss(model: TokenizerTrainer, seed: int, **batch: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,5 +1,5 @@
-"""The training machinery the recipes share, on accelerate: config and command line, AdamW with warm-up + cosine,
-checkpoints (atomic, resumable exactly), the token-weighted step, evaluation, logging and the loop.
+"""The training machinery the recipes share, on accelerate: AdamW with warm-up + cosine, checkpoints (atomic,
+resumable exactly), the token-weighted step, evaluation, logging and the loop (settings: recipes/train_config.py).
 
 A recipe (train_lm.py, train_flow.py) reads its data and builds its model, then hands both over as a `Task`:
 `train_task(start_run(args, DataConfig), Task(model, new_model, loss, counts, collate), ...)`. `Task.loss(model,
@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from recipes.data import BucketedDataset, LengthBucketBatchSampler, eval_rounds
+from recipes.train_config import TrainConfig, load_config
 
 POSITION_FILE = "position.json"
 BEST_FILE = "best.json"  # {"step", "eval_loss"} of OUTPUT_DIR/best
@@ -39,93 +40,6 @@ WEIGHTS_NAME = "model.safetensors"  # what the recipes' models write in save_pre
 STEP_DIR = re.compile(r"step_(\d+)")
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # streams of per-batch loss seeds
 Batch = dict[str, torch.Tensor]
-
-
-# ---- configuration -----------------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    seed: int = 0
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at max_steps
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 2000
-    max_steps: int = 200_000
-    grad_accum: int = 1
-    clip_norm: float = 1.0  # 0 = no clipping (the norm is still logged)
-    eval_every: int = 1000
-    save_every: int = 1000
-    log_every: int = 10
-    keep_last: int = 3
-    mixed_precision: str = "auto"  # auto = bf16 on a GPU that has it, else no
-    output_dir: str | None = None  # default runs/<config file stem>
-    max_minutes: float = 0.0  # wall-time budget of this invocation: stop, checkpoint and write final/ (0 = none)
-    init_from: str | None = None  # a model folder (final/ or a checkpoint) whose weights a fresh run starts from
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        for name in ("max_steps", "grad_accum", "eval_every", "save_every", "log_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_minutes < 0:
-            raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
-
-
-def parse_bool(text: str) -> bool:
-    """A boolean setting's command-line value: argparse's `type=bool` would read "false" as True."""
-    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-    if text.lower() not in words:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return words[text.lower()]
-
-
-def value_type(kind: type) -> Callable[[str], Any]:
-    return parse_bool if kind is bool else kind
-
-
-def parse_args(argv: list[str] | None, description: str, data_cls: type) -> argparse.Namespace:
-    """--config, --resume and one flag per data.* and train.* setting (dashes for underscores)."""
-    parser = argparse.ArgumentParser(description=f"{description}; every data.* and train.* setting of the config can "
-                                     "be overridden on the command line.")
-    parser.add_argument("--config", type=Path, required=True, help="JSON with model, data and train sections")
-    parser.add_argument("--resume", help="'auto': the newest checkpoint in OUTPUT_DIR/checkpoints (a fresh start "
-                        "when there is none), or a checkpoint folder")
-    for section, cls in (("data", data_cls), ("train", TrainConfig)):
-        for f in fields(cls):
-            kind = type(f.default) if f.default is not None else str
-            if f.metadata.get("sources"):  # one path or several
-                shape: dict[str, Any] = {"nargs": "+", "type": str}
-            else:
-                shape = {"nargs": 2, "type": float} if kind is tuple else {"type": value_type(kind)}
-            flag, dest = f"--{f.name.replace('_', '-')}", f"{section}.{f.name}"
-            parser.add_argument(flag, dest=dest, help=dest, **shape)
-    return parser.parse_args(argv)
-
-
-def _section(cls: type, name: str, values: dict) -> Any:
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {name} settings {unknown}; known: {sorted(f.name for f in fields(cls))}")
-    return cls(**values)
-
-
-def load_config(args: argparse.Namespace, data_cls: type) -> tuple[dict, Any, TrainConfig]:
-    """(model section as written, data_cls, TrainConfig): the JSON file, then command-line overrides."""
-    raw = json.loads(args.config.read_text())
-    unknown = sorted(set(raw) - {"model", "data", "train"})
-    if unknown:
-        raise ValueError(f"{args.config}: unknown sections {unknown}; expected model, data and train")
-    sections = {name: dict(raw.get(name, {})) for name in ("data", "train")}
-    for dest, value in vars(args).items():
-        if "." in dest and value is not None:
-            section, name = dest.split(".")
-            if isinstance(value, list) and len(value) == 1:  # a single path stays a string in train_config.json
-                value = value[0]
-            sections[section][name] = value
-    return (dict(raw.get("model", {})), _section(data_cls, "data", sections["data"]),
-            _section(TrainConfig, "train", sections["train"]))
 
 
 # ---- the run -----------------------------------------------------------------------------------------------------

@@ -303,6 +303,7 @@ def test_frozen_encoders_keep_every_token_while_the_decoder_trains(tmp_path):
 
 def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
     from recipes import train_codec
+    from recipes.train_config import parse_args
 
     base = ["--config", "recipes/configs/codec_tiny.json", "--tokens", str(make_token_folder(tmp_path))]
     start_folder = train_codec.main([*base, "--output-dir", str(tmp_path / "start"), "--max-steps", "1"]) / "final"
@@ -311,7 +312,8 @@ def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
     frozen = ["--freeze", "semantic_encoder", "acoustic_encoder", "acoustic_quantizer"]
     decoder = ["--config", "recipes/configs/codec_tiny.json", "--init-from", str(start_folder), *frozen,
                "--acoustic-from-tokens", "true", "--generator-warmup-steps", "100"]
-    parsed = vars(train_codec.parse_args([*decoder[:2], "--acoustic-from-tokens", "false"]))
+    argv = [*decoder[:2], "--acoustic-from-tokens", "false"]
+    parsed = vars(parse_args(argv, "codec", train_codec.DataConfig, train_codec.CodecTrainConfig))
     assert parsed["data.acoustic_from_tokens"] is False  # argparse's type=bool would read "false" as True
     seen = []
     out = train_codec.main([*decoder, "--tokens", str(tokens), "--eval-tokens", str(tokens), "--eval-clips", "2",
