@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from tts.evaluation import ListError, missing_modules, read_list
-from tts.evaluation.wer import WordErrors, mean_wer, normalize_for_wer, pooled_wer
+from tts.evaluation.wer import WordErrors, mean_wer, normalize_for_wer, pooled_wer, word_totals
 
 MISSING = missing_modules()
 needs_eval = pytest.mark.skipif(bool(MISSING), reason=f"eval extra not installed (missing {', '.join(MISSING)}): "
@@ -62,6 +62,13 @@ def test_mean_per_utterance_and_pooled_wer():
     assert pooled_wer([short, long]) == pytest.approx(3 / 22)  # all errors over all words
     assert WordErrors(0, 0, 2, 0).wer == 1.0 and WordErrors(0, 0, 0, 0).wer == 0.0
     assert mean_wer([]) is None and pooled_wer([]) is None
+
+
+def test_word_totals_count_the_words_heard_right():
+    short = WordErrors(substitutions=1, deletions=0, insertions=3, ref_words=2)
+    long = WordErrors(substitutions=4, deletions=6, insertions=0, ref_words=20)
+    assert word_totals([short, long]) == {"ref_words": 22, "hits": 11, "sub": 5, "del": 6, "ins": 3}
+    assert short.wer == 2.0 and short.hits == 1  # a WER over 100 % can still hide words that were heard right
 
 
 def test_missing_metric_package_names_the_eval_extra():

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .deps import versions
-from .wer import WordErrors, mean_wer, pooled_wer
+from .wer import WordErrors, mean_wer, pooled_wer, word_totals
 
 
 def _mean(values: list[float]) -> float | None:
@@ -30,7 +30,7 @@ def summarize(scores: list[dict]) -> dict:
         return out
     for key in ("wer_open", "wer_lm"):
         errors = _errors(scores, key)
-        out[key] = {"mean": mean_wer(errors), "pooled": pooled_wer(errors)}
+        out[key] = {"mean": mean_wer(errors), "pooled": pooled_wer(errors), **word_totals(errors)}
     out["sim"] = _mean([s.get("sim") for s in scores])
     if any("dnsmos" in s for s in scores):
         out["dnsmos"] = {k: _mean([s["dnsmos"][k] for s in scores if "dnsmos" in s])
@@ -93,6 +93,10 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _hits(totals: dict | None) -> str:
+    return "–" if not totals or "hits" not in totals else f"{totals['hits']} / {totals['ref_words']}"
+
+
 def _table(system: str, agg: dict) -> list[str]:
     s, g = agg["system"], agg["ground_truth"]
 
@@ -110,6 +114,7 @@ def _table(system: str, agg: dict) -> list[str]:
             "| WER open vocabulary, pooled (%) | " + both(lambda x: _pct(x.get("wer_open", {}).get("pooled"))) + " |",
             "| WER list LM, mean per utt (%) | " + both(lambda x: _pct(x.get("wer_lm", {}).get("mean"))) + " |",
             "| WER list LM, pooled (%) | " + both(lambda x: _pct(x.get("wer_lm", {}).get("pooled"))) + " |",
+            "| words right / reference words, list LM | " + both(lambda x: _hits(x.get("wer_lm"))) + " |",
             "| speaker similarity to prompt | " + both(lambda x: _num(x.get("sim"))) + " |",
             f"| different-speaker similarity (prompt vs other GT) | – | {_num(g.get('sim_other_speaker'))} |",
             "| DNSMOS SIG / BAK / OVRL | " + both(dn) + " |",

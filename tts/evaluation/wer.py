@@ -43,6 +43,11 @@ class WordErrors:
         return self.substitutions + self.deletions + self.insertions
 
     @property
+    def hits(self) -> int:
+        """Reference words the recogniser heard right: near the noise floor the WER hides these."""
+        return self.ref_words - self.substitutions - self.deletions
+
+    @property
     def wer(self) -> float:
         # An empty reference (nothing to say) scores 0 if nothing was heard, else every heard word is an error.
         return self.errors / self.ref_words if self.ref_words else float(self.insertions > 0)
@@ -67,6 +72,14 @@ def mean_wer(items: Iterable[WordErrors]) -> float | None:
     """Mean of per-utterance WERs (Seed-TTS-eval's number)."""
     values = [e.wer for e in items]
     return sum(values) / len(values) if values else None
+
+
+def word_totals(items: Iterable[WordErrors]) -> dict[str, int]:
+    """Summed counts over utterances: reference words, words right, substitutions, deletions, insertions."""
+    items = list(items)
+    return {"ref_words": sum(e.ref_words for e in items), "hits": sum(e.hits for e in items),
+            "sub": sum(e.substitutions for e in items), "del": sum(e.deletions for e in items),
+            "ins": sum(e.insertions for e in items)}
 
 
 def pooled_wer(items: Iterable[WordErrors]) -> float | None:
