@@ -94,7 +94,7 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _hits(totals: dict | None) -> str:
-    return "–" if not totals or "hits" not in totals else f"{totals['hits']} / {totals['ref_words']}"
+    return "–" if not totals else f"{totals['hits']} / {totals['ref_words']}"
 
 
 def _table(system: str, agg: dict) -> list[str]:
