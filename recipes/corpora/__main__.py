@@ -69,9 +69,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                         "corpus's heldout.jsonl, to add data without touching its evaluation voices and texts)")
     p.add_argument("--max-utterances", type=int, help="stop after this many utterances (smoke tests)")
     p.add_argument("--text", type=Path, help="your own sentences, one a line (default: the public-domain books)")
-    p.add_argument("--sources", default=",".join(_text_sources()[1]),
-                   help="comma list of the public-domain texts to read, of " + ",".join(_text_sources()[0])
-                   + " (default: the four Canterbury books)")
+    every, default = _text_sources()
+    p.add_argument("--sources", default=",".join(default),
+                   help=f"comma list of the public-domain texts to read, of {','.join(every)} "
+                   "(default: the four Canterbury books)")
     p.add_argument("--no-install", action="store_true",
                    help="do not run install_engines.sh for missing engines (apt needs root; pip installs here)")
 

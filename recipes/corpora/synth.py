@@ -305,6 +305,7 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         for key, value in (("engine", r["engine"]), ("speaker", r["speaker"]), ("split", r["split"])):
             hours[key][value] += r["duration"] / 3600
     total_h = sum(hours["split"].values())
+    read = {r["text_source"] for r in rows}  # the text sources this corpus reads
     report = {
         "hours": {k: {n: round(h, 4) for n, h in sorted(v.items())} for k, v in hours.items()},
         "total_hours": round(total_h, 4), "utterances": len(rows),
@@ -317,8 +318,7 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "seed": cfg.seed, "workers": cfg.workers, "wall_seconds": round(wall, 1),
         "synthesised_this_run_hours": round(new_s / 3600, 4),
         "x_real_time": round(new_s / wall, 2) if wall else None,  # audio made this run / wall time
-        "text_license": {k: f"{b.title}: {b.license}" for k, b in SOURCES.items()
-                         if k in {r["text_source"] for r in rows}},
+        "text_license": {k: f"{b.title}: {b.license}" for k, b in SOURCES.items() if k in read},
         "sample_rate": SAMPLE_RATE, "format": "WAV PCM16 mono, peak-normalised to 0.9, silence-trimmed",
     }
     report["runs"] = _previous_runs(cfg.out / "report.json") + [
