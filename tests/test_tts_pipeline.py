@@ -167,6 +167,8 @@ def test_options_are_validated():
         SynthesisOptions(speed=5.0)
     with pytest.raises(TTSError, match="invalid sampling"):
         SynthesisOptions(top_p=0.0)
+    with pytest.raises(TTSError, match="min_length_vs_prompt"):
+        SynthesisOptions(min_length_vs_prompt=3.0)
 
 
 def test_voice_store_round_trip_and_missing_names(tmp_path, voice):

@@ -45,6 +45,7 @@ class SynthesisOptions:
     temperature: float = 1.0  # LM sampling
     top_k: int = 25
     top_p: float = 0.8
+    min_length_vs_prompt: float = 0.0  # the LM may not stop before this fraction of the prompt's pace predicts
     flow_steps: int = 12
     cfg_scale: float = 2.0
     flow_temperature: float = 1.0
@@ -59,7 +60,8 @@ class SynthesisOptions:
             raise TTSError(str(exc)) from exc
 
     def lm_sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                              min_length_vs_prompt=self.min_length_vs_prompt)
 
     def flow_sampling(self) -> FlowSamplingConfig:
         return FlowSamplingConfig(steps=self.flow_steps, cfg_scale=self.cfg_scale, temperature=self.flow_temperature)

@@ -32,7 +32,8 @@ def _voice(args: argparse.Namespace, tts):
     return VoiceStore(args.voices_dir).get(args.voice)
 
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "flow_steps", "cfg_scale", "flow_temperature")
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_length_vs_prompt", "flow_steps", "cfg_scale",
+                   "flow_temperature")
 
 
 def sampling_options(args: argparse.Namespace, **fixed):
@@ -136,6 +137,9 @@ def sampling_args(p: argparse.ArgumentParser, *, lm: bool) -> None:
         p.add_argument("--temperature", type=float, default=1.0, help="LM sampling temperature")
         p.add_argument("--top-k", type=int, default=25, help="LM sampling: keep the k likeliest ids")
         p.add_argument("--top-p", type=float, default=0.8, help="LM sampling: nucleus mass")
+        p.add_argument("--min-length-vs-prompt", type=float, default=0.0,
+                       help="LM: speak at least this fraction of the length the voice prompt's pace predicts "
+                            "(0 = off; guards against an early stop that drops the last words)")
     p.add_argument("--flow-steps", type=int, default=12, help="second stage: unmasking steps")
     p.add_argument("--cfg-scale", type=float, default=2.0, help="second stage: guidance by the prompt")
     p.add_argument("--flow-temperature", type=float, default=1.0, help="second stage: sampling temperature")
