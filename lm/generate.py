@@ -4,8 +4,8 @@ Sampling follows CosyVoice: top-k / top-p nucleus sampling with repetition-aware
 token already fills `ras_threshold` of the last `ras_window` tokens, it is redrawn from the full distribution,
 which breaks the loops AR speech LMs fall into. A repetition penalty is available too. Every row is confined to
 semantic tokens + <eos>, and its length to [min, max] semantic tokens derived from its text length. With a voice
-prompt the minimum also follows the prompt's pace (semantic tokens per text token), as F5-TTS derives its whole
-duration from it: a small LM's usual failure is an early <eos> that drops the sentence's last words.
+prompt the minimum can also follow the prompt's pace (semantic tokens per text token), as F5-TTS derives its whole
+duration from it, against an early <eos> that drops a sentence's last words.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SamplingConfig:
     max_tokens_per_text_token: float = 15.0  # upper bound: a runaway generation is cut here
     max_new_tokens: int | None = None  # absolute cap on top of the ratio
     # lower bound as a fraction of the length the prompt's pace predicts (its semantic per text tokens x the text
-    # tokens); 95 % of same-speaker recording pairs measure >= 0.76 of that length; 0 = off
+    # tokens); on held-out synthetic voices 95 % of same-speaker recording pairs measure >= 0.76 of it; 0 = off
     min_length_vs_prompt: float = 0.0
 
     def __post_init__(self) -> None:
