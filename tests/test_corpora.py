@@ -235,6 +235,15 @@ def test_synth_exclude_keeps_another_corpus_heldout_voices_and_sentences_out(tmp
     plan = json.loads((second.out / "plan.json").read_text())
     assert plan["excluded_identities"] == sorted({r["identity"] for r in held})
 
+    b_manifest = second.out / "manifest.jsonl"
+    third = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=3,
+                              pitch_shifts=(), max_utterances=6, batch=6, exclude_texts=(b_manifest,))
+    report = synth.generate(third, sentences)
+    new_rows = read_manifest(third.out / "manifest.jsonl")
+    assert new_rows and not {r["text"] for r in new_rows} & {r["text"] for r in rows}  # only sentences b did not read
+    assert {r["identity"] for r in new_rows} & {r["identity"] for r in rows}  # b's voices still speak
+    assert report["excluded_texts_of"] == [str(b_manifest)]
+
 
 @pytest.mark.skipif(not (Path.home() / ".cache/sac-tts/texts/alice29.txt").is_file(),
                     reason="the public-domain books are not cached (python -m recipes.corpora synth fetches them)")

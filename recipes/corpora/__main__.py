@@ -67,6 +67,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="MANIFEST",
                    help="never use the voice identities or read the sentences of these manifests (e.g. an earlier "
                         "corpus's heldout.jsonl, to add data without touching its evaluation voices and texts)")
+    p.add_argument("--exclude-texts", type=Path, nargs="+", default=[], metavar="MANIFEST",
+                   help="never read the sentences of these manifests but keep their voices (e.g. earlier corpora, "
+                        "so that a new one reads only sentences they have not)")
     p.add_argument("--max-utterances", type=int, help="stop after this many utterances (smoke tests)")
     p.add_argument("--text", type=Path, help="your own sentences, one a line (default: the public-domain books)")
     every, default = _text_sources()
@@ -127,7 +130,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise SystemExit(str(exc)) from None
     print(f"{len(sentences)} sentences", file=sys.stderr)
     cfg = SynthConfig(args.out, args.hours, args.seed, args.workers, engines, args.espeak_voices, shifts,
-                      args.holdout_speakers, args.max_utterances, tuple(args.exclude))
+                      args.holdout_speakers, args.max_utterances, tuple(args.exclude), tuple(args.exclude_texts))
     report = generate(cfg, sentences)
     keys = ("total_hours", "utterances", "speakers", "hours", "wall_seconds", "x_real_time", "engines_missing",
             "unusable_voices", "failure_counts")

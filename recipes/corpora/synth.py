@@ -194,6 +194,7 @@ class SynthConfig:
     holdout_speakers: int = 0
     max_utterances: int | None = None  # a hard cap (tests)
     exclude: tuple[Path, ...] = ()  # manifests whose voice identities and sentences this corpus must not use
+    exclude_texts: tuple[Path, ...] = ()  # manifests whose sentences (only) it must not read: earlier corpora
     batch: int = 32  # plan items handed to the pool at a time; the stop check runs between batches
 
 
@@ -236,9 +237,11 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
     wanted = cfg.engines or [e for e in eng.ENGINES if eng.engine_available(e)]
     missing = [e for e in wanted if not eng.engine_available(e)]
     excluded, excluded_texts = load_exclusions(cfg.exclude)
+    excluded_texts |= load_exclusions(cfg.exclude_texts)[1]
     sentences = [s for s in sentences if s.text not in excluded_texts]
     if not sentences:
-        raise SystemExit(f"every sentence is read in {', '.join(map(str, cfg.exclude))}: nothing left to say")
+        raise SystemExit(f"every sentence is read in {', '.join(map(str, cfg.exclude + cfg.exclude_texts))}: "
+                         "nothing left to say")
     installed = eng.all_voices([e for e in wanted if e not in missing], cfg.espeak_voices, cfg.seed)
     candidates = [v for v in installed if v.identity not in excluded]
     if installed and not candidates:
@@ -311,6 +314,7 @@ def _finish(cfg: SynthConfig, rows: list[dict], failures: list[dict], voices: li
         "total_hours": round(total_h, 4), "utterances": len(rows),
         "speakers": {split: len({r["speaker"] for r in rows if r["split"] == split}) for split in ("train", "heldout")},
         "heldout_identities": sorted(heldout), "excluded": [str(p) for p in cfg.exclude],
+        "excluded_texts_of": [str(p) for p in cfg.exclude_texts],
         "voices": [asdict(v) for v in voices],
         "speaker_list": [s.name for s in speakers], "unusable_voices": {k: v for k, v in probes.items() if v},
         "engines_missing": missing, "failures": failures,
