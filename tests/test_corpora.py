@@ -215,7 +215,7 @@ def test_synth_espeak_plan_resume_heldout(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
-def test_synth_exclude_keeps_another_corpus_heldout_voices_and_sentences_out(tmp_path):
+def test_synth_exclusions_keep_earlier_voices_and_sentences_out(tmp_path):
     from recipes.corpora import synth
     from recipes.corpora.texts import Sentence, clean_sentence
 
