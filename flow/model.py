@@ -139,8 +139,9 @@ class AcousticFlow(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder / CONFIG_NAME)
+        # one metadata key: safetensors writes a map in random order, so two keys make the same weights hash differently
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME),
-                  metadata={"format": "pt", "model": "sac-tts-flow"})
+                  metadata={"format": "pt"})
         return folder
 
     @classmethod

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from .config import BOS_ID, EOS_ID, PAD_ID, SEP_ID, LMConfig
@@ -126,7 +126,12 @@ class SemanticLM(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder / CONFIG_NAME)
-        save_model(self, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "model": "sac-tts-lm"})
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        if self.config.tie_word_embeddings:  # one storage, stored once under the output head's name
+            del state["decoder.model.embed_tokens.weight"]
+        # one metadata key (no save_model, which adds one per tied name): safetensors writes a map in random order,
+        # so two keys would make the same weights hash differently
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         return folder
 
     @classmethod
