@@ -66,8 +66,7 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
         model.config.save(tmp / CONFIG_NAME)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
-        # one metadata key: safetensors writes a map in random order, so two keys make the same weights hash differently
-        write_weights(state, tmp, max_shard_bytes, metadata={"format": "pt"})
+        write_weights(state, tmp, max_shard_bytes)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -215,7 +215,7 @@ class SemanticTokenizer(nn.Module):
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         (folder / "preprocessor_config.json").write_text(self.feature_extractor.to_json_string())
         state = {ENCODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        write_weights(state, folder, max_shard_bytes, metadata={"format": "pt"})
+        write_weights(state, folder, max_shard_bytes)
         return folder
 
     # ---- features ----------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ class CheckpointError(ValueError):
     """A checkpoint that does not match the model it is loaded into."""
 
 
-def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None,
-                  metadata: dict[str, str]) -> None:
+def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None) -> None:
     """One `model.safetensors`, or shards split at tensor boundaries when the state exceeds `max_shard_bytes`."""
+    # one metadata key: safetensors writes a map in random order, so two keys make the same weights hash differently
+    metadata = {"format": "pt"}
     total = sum(v.numel() * v.element_size() for v in state.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
         save_file(state, str(folder / WEIGHTS_NAME), metadata=metadata)

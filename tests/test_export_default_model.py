@@ -16,6 +16,9 @@ from flow import AcousticFlow, FlowConfig
 from recipes.export_default_model import ExportError, export, main
 from tts.pipeline import TTS
 
+WEIGHT_FILES = ("codec/model.safetensors", "lm/model.safetensors", "flow/model.safetensors",
+                "codec/semantic_tokenizer/model.safetensors")
+
 
 def speech_like(seconds: float, sample_rate: int = 16000) -> np.ndarray:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
@@ -100,8 +103,7 @@ def test_export_json_records_sources_and_hashes(exported, stages):
     assert record["sources"]["codec"]["train_config"] == {"train": {"max_steps": 7}}
     assert record["sources"]["tokenizer"]["train_config"] == {"train": {"max_steps": 11}}
     assert record["sources"]["lm"]["train_config"] == {"train": {"max_steps": 5}}
-    for name in ("codec/model.safetensors", "lm/model.safetensors", "flow/model.safetensors",
-                 "codec/semantic_tokenizer/model.safetensors"):
+    for name in WEIGHT_FILES:
         assert record["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
 
 
@@ -111,8 +113,7 @@ def test_exporting_the_same_parts_again_writes_the_same_bytes(exported, stages, 
     for i in range(3):  # safetensors orders a metadata map at random: one repeat could match by chance
         again = tmp_path / f"again{i}"
         export(**stages, out=again)
-        for name in ("codec/model.safetensors", "lm/model.safetensors", "flow/model.safetensors",
-                     "codec/semantic_tokenizer/model.safetensors"):
+        for name in WEIGHT_FILES:
             assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
 
