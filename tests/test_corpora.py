@@ -245,6 +245,30 @@ def test_synth_exclusions_keep_earlier_voices_and_sentences_out(tmp_path):
     assert report["excluded_texts_of"] == [str(b_manifest)]
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_named_heldout_identities_replace_the_seeded_pick(tmp_path):
+    from recipes.corpora import synth
+    from recipes.corpora.engines import all_voices
+    from recipes.corpora.texts import Sentence, clean_sentence
+
+    sentences = [Sentence(t, "custom") for t in map(clean_sentence, SENTENCES) if t]
+    speakers = synth.make_speakers(all_voices(["espeak"], 3, seed=0), [])
+    picked = synth.pick_heldout(speakers, 1, seed=0)
+    named = next(s.voice.identity for s in speakers if s.voice.identity not in picked)
+    cfg = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=3,
+                            pitch_shifts=(), holdout_identities=(named,), max_utterances=6, batch=6)
+    report = synth.generate(cfg, sentences)
+    assert report["heldout_identities"] == [named]
+    assert {r["identity"] for r in read_manifest(cfg.out / "heldout.jsonl")} == {named}
+    assert named not in {r["identity"] for r in read_manifest(cfg.out / "manifest.jsonl")}
+    unknown = synth.SynthConfig(tmp_path / "x", hours=1.0, workers=1, engines=["espeak"], espeak_voices=3,
+                                pitch_shifts=(), holdout_identities=("pico_en_us",), max_utterances=2)
+    with pytest.raises(SystemExit, match="no working voice speaks as 'pico_en_us'"):
+        synth.generate(unknown, sentences)
+    with pytest.raises(SystemExit, match="not both"):
+        synth.generate(synth.SynthConfig(**{**unknown.__dict__, "holdout_speakers": 1}), sentences)
+
+
 @pytest.mark.skipif(not (Path.home() / ".cache/sac-tts/texts/alice29.txt").is_file(),
                     reason="the public-domain books are not cached (python -m recipes.corpora synth fetches them)")
 def test_book_sentences_from_cached_alice():

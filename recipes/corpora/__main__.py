@@ -64,6 +64,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pitch-shifts", default="-300,300", help="cents; each natural voice also speaks shifted ('' none)")
     p.add_argument("--holdout-speakers", type=int, default=0,
                    help="N real voices (all engines and shifts of each) go to heldout.jsonl, never to training")
+    p.add_argument("--holdout-identities", default="",
+                   help="comma list of the voice identities to hold out, instead of --holdout-speakers' seeded pick "
+                        "(which moves when a voice fails its probe); e.g. mbrola_us2,pico_en_us")
     p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="MANIFEST",
                    help="never use the voice identities or read the sentences of these manifests (e.g. an earlier "
                         "corpus's heldout.jsonl, to add data without touching its evaluation voices and texts)")
@@ -93,6 +96,10 @@ def _text_sources() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(SOURCES), CANTERBURY
 
 
+def _names(comma_list: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in comma_list.split(",") if name.strip())
+
+
 def _install_flags(missing: list[str]) -> list[str]:
     flags = []
     if "kokoro" not in missing:
@@ -113,7 +120,7 @@ def _synth(args: argparse.Namespace) -> int:
     from recipes.corpora.synth import SynthConfig, generate
     from recipes.corpora.texts import load_sentences
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
+    engines = list(_names(args.engines)) if args.engines else None
     unknown = sorted(set(engines or []) - set(_engines()))
     if unknown:
         raise SystemExit(f"unknown engines {unknown}; choose from {','.join(_engines())}")
@@ -122,15 +129,16 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"installing missing engines {missing} (--no-install to skip)", file=sys.stderr)
         subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
                        check=False)  # a failed step is reported by the script; we use whatever got installed
-    shifts = tuple(int(c) for c in args.pitch_shifts.split(",") if c.strip())
-    sources = [k.strip() for k in args.sources.split(",") if k.strip()]
+    shifts = tuple(map(int, _names(args.pitch_shifts)))
+    sources = list(_names(args.sources))
     try:
         sentences = load_sentences(text_file=args.text, sources=sources)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     print(f"{len(sentences)} sentences", file=sys.stderr)
     cfg = SynthConfig(args.out, args.hours, args.seed, args.workers, engines, args.espeak_voices, shifts,
-                      args.holdout_speakers, args.max_utterances, tuple(args.exclude), tuple(args.exclude_texts))
+                      args.holdout_speakers, _names(args.holdout_identities), args.max_utterances,
+                      tuple(args.exclude), tuple(args.exclude_texts))
     report = generate(cfg, sentences)
     keys = ("total_hours", "utterances", "speakers", "hours", "wall_seconds", "x_real_time", "engines_missing",
             "unusable_voices", "failure_counts")

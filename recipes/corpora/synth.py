@@ -78,6 +78,21 @@ def pick_heldout(speakers: list[Speaker], n: int, seed: int) -> set[str]:
     return set(picked + rng.sample(formant, n - len(picked)))
 
 
+def named_heldout(speakers: list[Speaker], identities: tuple[str, ...], probes: dict[str, str | None]) -> set[str]:
+    """The held-out identities as named. The seeded pick draws from the voices that pass their probe, so one voice
+    failing on another machine moves it; naming them keeps a model's evaluation voices out of its training."""
+    available = {s.voice.identity for s in speakers}
+    for identity in identities:
+        if identity not in available:
+            failed = {name: error for name, error in probes.items() if error and identity in name}
+            raise SystemExit(f"--holdout-identities: no working voice speaks as {identity!r}"
+                             + (f" (failed probes: {failed})" if failed else "")
+                             + f"; the identities here are {', '.join(sorted(available))}")
+    if len(identities) >= len(available):
+        raise SystemExit(f"--holdout-identities {','.join(identities)}: no identity would be left to train")
+    return set(identities)
+
+
 class Plan:
     def __init__(self, sentences: list[Sentence], speakers: list[Speaker], seed: int, heldout: set[str]):
         if not sentences or not speakers:
@@ -192,6 +207,7 @@ class SynthConfig:
     espeak_voices: int = 16
     pitch_shifts: tuple[int, ...] = (-300, 300)
     holdout_speakers: int = 0
+    holdout_identities: tuple[str, ...] = ()  # named instead of picked by seed (not with holdout_speakers)
     max_utterances: int | None = None  # a hard cap (tests)
     exclude: tuple[Path, ...] = ()  # manifests whose voice identities and sentences this corpus must not use
     exclude_texts: tuple[Path, ...] = ()  # manifests whose sentences (only) it must not read: earlier corpora
@@ -234,6 +250,8 @@ def _check_settings(cfg: SynthConfig, voices: list[eng.Voice], sentences: list[S
 def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
     """Generates (or completes) the corpus in cfg.out; returns the report (also written to report.json)."""
     start = time.time()
+    if cfg.holdout_identities and cfg.holdout_speakers:
+        raise SystemExit("give --holdout-speakers N or --holdout-identities A,B, not both")
     wanted = cfg.engines or [e for e in eng.ENGINES if eng.engine_available(e)]
     missing = [e for e in wanted if not eng.engine_available(e)]
     excluded, excluded_texts = load_exclusions(cfg.exclude)
@@ -257,7 +275,8 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
         if not voices:
             raise SystemExit(f"no voice works: {probes}; run recipes/corpora/install_engines.sh")
         speakers = make_speakers(voices, list(cfg.pitch_shifts))
-        heldout = pick_heldout(speakers, cfg.holdout_speakers, cfg.seed)
+        heldout = (named_heldout(speakers, cfg.holdout_identities, probes) if cfg.holdout_identities
+                   else pick_heldout(speakers, cfg.holdout_speakers, cfg.seed))
         _check_settings(cfg, voices, sentences, heldout, excluded)
         plan = Plan(sentences, speakers, cfg.seed, heldout)
         rows, failures, new_s = _run_plan(pool, plan, cfg)
