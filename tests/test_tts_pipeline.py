@@ -1,5 +1,7 @@
 """The TTS pipeline on a tiny random model: API, streaming, voices, safeguards and every kind of bad input."""
 
+import dataclasses
+import math
 import threading
 
 import numpy as np
@@ -120,6 +122,19 @@ def test_runaway_guard_flags_capped_or_looping_generations():
     assert looks_degenerate(list(range(30)), max_tokens=30)
     assert looks_degenerate([1, 2] * 30, max_tokens=200)
     assert not looks_degenerate(list(range(50)), max_tokens=200)
+
+
+def test_generation_far_slower_than_the_prompts_pace_is_cut_whole_or_streamed(tiny_tts_dir, voice):
+    text = "Hello world, this is a test of a somewhat longer sentence."
+    unbounded = TTS.from_pretrained(tiny_tts_dir)
+    unbounded.config = dataclasses.replace(unbounded.config, max_length_vs_prompt=0.0, max_retries=0)
+    paced = TTS.from_pretrained(tiny_tts_dir)
+    paced.config = dataclasses.replace(paced.config, max_length_vs_prompt=0.2, max_retries=0)
+    pace = len(voice.semantic) / len(paced._encode_text(PROMPT_TEXT))  # semantic tokens per text token
+    limit = math.ceil(0.2 * pace * len(paced._encode_text(text))) * paced.codec.model.config.semantic_hop_samples
+    assert len(unbounded.synthesize(text, voice, seed=0)) > limit  # the random LM babbles past the pace
+    assert len(paced.synthesize(text, voice, seed=0)) <= limit
+    assert sum(map(len, paced.stream(text, voice, seed=0))) <= limit
 
 
 @pytest.mark.parametrize("text, message", [("", "empty"), ("   \n", "empty"), ("😀😀 !!", "nothing speakable")])

@@ -176,11 +176,20 @@ class TTS:
         pieces = split_text(text, count, self.config.max_chunk_text_tokens)
         return [self.text_tokenizer.encode(p) for p in pieces if count(p)]
 
+    def _length_cap(self, text_ids: list[int], prompt_ids: list[int], voice: VoicePrompt,
+                    sampling: SamplingConfig) -> int:
+        """Semantic tokens a generation may reach: the LM's bound, or the prompt's pace times the config's limit."""
+        cap = math.floor(len(text_ids) * sampling.max_tokens_per_text_token)
+        if self.config.max_length_vs_prompt > 0:
+            paced = len(text_ids) * len(voice.semantic) / max(1, len(prompt_ids))
+            cap = min(cap, math.ceil(self.config.max_length_vs_prompt * paced))
+        return cap
+
     def _semantic(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> list[int]:
         """LM generation with a guard: a degenerate result (length cap, loop) is retried with another seed."""
-        sampling = options.lm_sampling()
-        prompt_ids = self._encode_text(voice.text)
-        cap = math.floor(len(text_ids) * sampling.max_tokens_per_text_token)
+        prompt_ids, sampling = self._encode_text(voice.text), options.lm_sampling()
+        cap = self._length_cap(text_ids, prompt_ids, voice, sampling)
+        sampling = replace(sampling, max_new_tokens=cap)  # a babble stops at the cap instead of running on
         request = Request(text_ids, prompt_ids, voice.semantic.tolist())
         for attempt in range(self.config.max_retries + 1):
             semantic = lm_generate(self.lm, [request], sampling, seed=seed + attempt)[0]
@@ -243,7 +252,8 @@ class TTS:
                **overrides) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as soon as they are decodable: LM tokens stream into windowed second-stage
         fills, whose frames stream into the chunked decoder (`StreamingDecoder`). Runaway protection here is the
-        LM's length bound and repetition-aware sampling (a streamed chunk cannot be retried once heard)."""
+        LM's length bound (at most `max_length_vs_prompt` times the prompt's pace) and repetition-aware sampling
+        (a streamed chunk cannot be retried once heard)."""
         chunks = self._chunks(text)  # errors surface before the first chunk
         options, seed = self._resolve(options, overrides)
         for i, text_ids in enumerate(chunks):
@@ -256,8 +266,9 @@ class TTS:
                       seed: int) -> Iterator[np.ndarray]:
         cfg, k = self.config, self.codec.acoustic_per_semantic
         window, lookahead, context = cfg.stream_chunk_tokens, cfg.stream_lookahead_tokens, cfg.decode_context_tokens
-        request = Request(text_ids, self._encode_text(voice.text), voice.semantic.tolist())
-        tokens = lm_stream(self.lm, request, options.lm_sampling(), seed=seed)
+        prompt_ids, sampling = self._encode_text(voice.text), options.lm_sampling()
+        sampling = replace(sampling, max_new_tokens=self._length_cap(text_ids, prompt_ids, voice, sampling))
+        tokens = lm_stream(self.lm, Request(text_ids, prompt_ids, voice.semantic.tolist()), sampling, seed=seed)
         decoder = StreamingDecoder(self.codec.model, voice, cfg)
         generator = torch.Generator(device=self.flow.device).manual_seed(seed)
         semantic: list[int] = []
