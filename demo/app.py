@@ -85,17 +85,20 @@ def _voice_panel(backend: DemoBackend) -> tuple[gr.Dropdown, gr.Audio, gr.Textbo
 
 def _sampling_panel() -> list[gr.Component]:
     """The sampling controls, in the order `DemoBackend.synthesize` takes them."""
-    gr = _gradio()
+    from tts.pipeline import SynthesisOptions
+
+    gr, default = _gradio(), SynthesisOptions()
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
-            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature",
+            temperature = gr.Slider(0.1, 2.0, default.temperature, step=0.05, label="Temperature",
                                     info="Higher = livelier")
-            top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label="Top-p", info="Nucleus mass kept")
-            top_k = gr.Slider(0, 200, 25, step=1, label="Top-k", info="0 = no limit")
+            top_p = gr.Slider(0.05, 1.0, default.top_p, step=0.05, label="Top-p", info="Nucleus mass kept")
+            top_k = gr.Slider(0, 200, default.top_k, step=1, label="Top-k", info="0 = no limit")
         with gr.Row():
-            flow_steps = gr.Slider(1, 64, 12, step=1, label="Flow steps", info="More = finer, slower")
-            cfg_scale = gr.Slider(1.0, 5.0, 2.0, step=0.1, label="CFG scale", info="Text adherence")
-            speed = gr.Slider(0.5, 2.0, 1.0, step=0.05, label="Speed", info="Pitch is kept")
+            flow_steps = gr.Slider(1, 64, default.flow_steps, step=1, label="Flow steps", info="More = finer, slower")
+            cfg_scale = gr.Slider(1.0, 5.0, default.cfg_scale, step=0.1, label="CFG scale",
+                                  info="Voice-prompt adherence")
+            speed = gr.Slider(0.5, 2.0, default.speed, step=0.05, label="Speed", info="Pitch is kept")
         seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the one used is shown after synthesis)",
                          elem_id="seed")
     return [temperature, top_p, top_k, flow_steps, cfg_scale, speed, seed]
