@@ -130,11 +130,17 @@ def test_generation_far_slower_than_the_prompts_pace_is_cut_whole_or_streamed(ti
     unbounded.config = dataclasses.replace(unbounded.config, max_length_vs_prompt=0.0, max_retries=0)
     paced = TTS.from_pretrained(tiny_tts_dir)
     paced.config = dataclasses.replace(paced.config, max_length_vs_prompt=0.2, max_retries=0)
-    pace = len(voice.semantic) / len(paced._encode_text(PROMPT_TEXT))  # semantic tokens per text token
-    limit = math.ceil(0.2 * pace * len(paced._encode_text(text))) * paced.codec.model.config.semantic_hop_samples
-    assert len(unbounded.synthesize(text, voice, seed=0)) > limit  # the random LM babbles past the pace
-    assert len(paced.synthesize(text, voice, seed=0)) <= limit
-    assert sum(map(len, paced.stream(text, voice, seed=0))) <= limit
+    text_ids, prompt_ids = paced._encode_text(text), paced._encode_text(PROMPT_TEXT)
+    sampling = SynthesisOptions().lm_sampling()
+    pace = len(voice.semantic) / len(prompt_ids)  # semantic tokens per text token
+    floor = len(text_ids) + 1  # never below the LM's own minimum length (1 token per text token) + 1
+    cap = paced._length_cap(text_ids, prompt_ids, voice, sampling)
+    assert cap == max(floor, math.ceil(0.2 * pace * len(text_ids)))
+    assert unbounded._length_cap(text_ids, prompt_ids, voice, sampling) == 15 * len(text_ids)  # the LM's bound
+    hop = paced.codec.model.config.semantic_hop_samples
+    assert len(unbounded.synthesize(text, voice, seed=0)) > cap * hop  # the random LM speaks past the cap
+    assert len(paced.synthesize(text, voice, seed=0)) <= cap * hop
+    assert sum(map(len, paced.stream(text, voice, seed=0))) <= cap * hop
 
 
 @pytest.mark.parametrize("text, message", [("", "empty"), ("   \n", "empty"), ("😀😀 !!", "nothing speakable")])

@@ -182,7 +182,8 @@ class TTS:
         cap = math.floor(len(text_ids) * sampling.max_tokens_per_text_token)
         if self.config.max_length_vs_prompt > 0:
             paced = len(text_ids) * len(voice.semantic) / max(1, len(prompt_ids))
-            cap = min(cap, math.ceil(self.config.max_length_vs_prompt * paced))
+            floor = math.ceil(len(text_ids) * sampling.min_tokens_per_text_token) + 1  # a transcript too long for
+            cap = min(cap, max(floor, math.ceil(self.config.max_length_vs_prompt * paced)))  # its clip: keep room
         return cap
 
     def _semantic(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> list[int]:

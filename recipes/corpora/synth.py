@@ -78,16 +78,16 @@ def pick_heldout(speakers: list[Speaker], n: int, seed: int) -> set[str]:
     return set(picked + rng.sample(formant, n - len(picked)))
 
 
-def named_heldout(speakers: list[Speaker], identities: tuple[str, ...], probes: dict[str, str | None]) -> set[str]:
+def named_heldout(speakers: list[Speaker], identities: tuple[str, ...], failed: dict[str, str]) -> set[str]:
     """The held-out identities as named. The seeded pick draws from the voices that pass their probe, so one voice
-    failing on another machine moves it; naming them keeps a model's evaluation voices out of its training."""
+    failing on another machine moves it; naming them keeps a model's evaluation voices out of its training.
+    `failed`: identity -> why its voice failed the probe, for the error message."""
     available = {s.voice.identity for s in speakers}
     for identity in identities:
         if identity not in available:
-            failed = {name: error for name, error in probes.items() if error and identity in name}
-            raise SystemExit(f"--holdout-identities: no working voice speaks as {identity!r}"
-                             + (f" (failed probes: {failed})" if failed else "")
-                             + f"; the identities here are {', '.join(sorted(available))}")
+            why = f" (its voice failed: {failed[identity]})" if identity in failed else ""
+            raise SystemExit(f"--holdout-identities: no working voice speaks as {identity!r}{why}; "
+                             f"the identities here are {', '.join(sorted(available))}")
     if len(identities) >= len(available):
         raise SystemExit(f"--holdout-identities {','.join(identities)}: no identity would be left to train")
     return set(identities)
@@ -275,7 +275,8 @@ def generate(cfg: SynthConfig, sentences: list[Sentence]) -> dict:
         if not voices:
             raise SystemExit(f"no voice works: {probes}; run recipes/corpora/install_engines.sh")
         speakers = make_speakers(voices, list(cfg.pitch_shifts))
-        heldout = (named_heldout(speakers, cfg.holdout_identities, probes) if cfg.holdout_identities
+        failed = {v.identity: probes[v.name] for v in candidates if probes[v.name] is not None}
+        heldout = (named_heldout(speakers, cfg.holdout_identities, failed) if cfg.holdout_identities
                    else pick_heldout(speakers, cfg.holdout_speakers, cfg.seed))
         _check_settings(cfg, voices, sentences, heldout, excluded)
         plan = Plan(sentences, speakers, cfg.seed, heldout)
