@@ -71,6 +71,34 @@ def test_word_totals_count_the_words_heard_right():
     assert short.wer == 2.0 and short.hits == 1  # a WER over 100 % can still hide words that were heard right
 
 
+def _eval_run(folder: Path, seed: int, words_right: list[int], list_sha256: str = "abc") -> Path:
+    """A results.json as `sac-tts eval` writes it, with rows of 10 reference words and the given words right."""
+    rows = [{"utt": f"u{i}", "status": "ok",
+             "system": {"wer_lm": {"ref_words": 10, "sub": 10 - right, "del": 0, "ins": 0}}}
+            for i, right in enumerate(words_right)]
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"settings": {"list_sha256": list_sha256, "seed": seed},
+                                                     "rows": rows}))
+    return folder
+
+
+def test_compare_averages_rows_over_seeds_before_pairing_and_refuses_other_lists(tmp_path, capsys):
+    from tts.evaluation.compare import compare, load_run, main
+
+    base = [load_run(_eval_run(tmp_path / "a0", 0, [5, 5, 5])), load_run(_eval_run(tmp_path / "a1", 1, [3, 5, 7]))]
+    cand = [load_run(_eval_run(tmp_path / "b0", 0, [6, 5, 4]))]
+    result = compare(base, cand)
+    # seed-averaged baseline rows 4, 5, 6; candidate 6, 5, 4: differences +2, 0, -2
+    assert result["baseline_words_right"] == [15, 15] and result["candidate_words_right"] == [15]
+    assert result["per_row_difference"] == {"mean": 0.0, "standard_error": pytest.approx(2 / 3 ** 0.5)}
+    assert (result["rows_better"], result["rows_worse"]) == (1, 1)
+    other = load_run(_eval_run(tmp_path / "c", 0, [1, 2, 3], list_sha256="other"))
+    with pytest.raises(ValueError, match="different lists or rows"):
+        compare(base, [other])
+    assert main(["--baseline", str(tmp_path / "a0"), "--candidate", str(tmp_path / "missing")]) == 2
+    assert "no results.json" in capsys.readouterr().err
+
+
 def test_missing_metric_package_names_the_eval_extra():
     from tts.evaluation.deps import EvalDependencyError, require
 
