@@ -50,7 +50,7 @@ def compare(baseline: list[dict], candidate: list[dict]) -> dict:
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
-    return {"rows": n,
+    return {"rows": n, "baseline": [r["file"] for r in baseline], "candidate": [r["file"] for r in candidate],
             "baseline_words_right": [sum(r["words"].values()) for r in baseline],
             "candidate_words_right": [sum(r["words"].values()) for r in candidate],
             "per_row_difference": {"mean": mean, "standard_error": sd / math.sqrt(n)},
