@@ -35,6 +35,8 @@ class SamplingConfig:
     # lower bound as a fraction of the length the prompt's pace predicts (its semantic per text tokens x the text
     # tokens); on held-out synthetic voices 95 % of same-speaker recording pairs measure >= 0.76 of it; 0 = off
     min_length_vs_prompt: float = 0.0
+    # upper bound as a multiple of that length: far slower than the prompt is babble or silence; 0 = off
+    max_length_vs_prompt: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
@@ -45,6 +47,8 @@ class SamplingConfig:
             raise ValueError("need 0 <= min_tokens_per_text_token <= max_tokens_per_text_token")
         if not 0 <= self.min_length_vs_prompt <= 2:
             raise ValueError(f"min_length_vs_prompt must lie in [0, 2], got {self.min_length_vs_prompt}")
+        if self.max_length_vs_prompt < 0:
+            raise ValueError(f"max_length_vs_prompt must be >= 0 (0 = off), got {self.max_length_vs_prompt}")
 
 
 @dataclass
@@ -56,15 +60,23 @@ class Request:
     prompt_semantic_ids: Sequence[int] = ()
 
 
-def _length_bounds(lm: SemanticLM, request: Request, prefix_len: int, sampling: SamplingConfig) -> tuple[int, int]:
+def length_bounds(request: Request, sampling: SamplingConfig) -> tuple[int, int]:
+    """(min, max) semantic tokens the request may generate, before the model's context limits them."""
     n_text = len(request.text_ids)
     low = math.ceil(n_text * sampling.min_tokens_per_text_token)
     high = max(low + 1, math.floor(n_text * sampling.max_tokens_per_text_token))
     if request.prompt_text_ids and request.prompt_semantic_ids:
         pace = len(request.prompt_semantic_ids) / len(request.prompt_text_ids)  # semantic tokens per text token
         low = max(low, min(high - 1, math.ceil(sampling.min_length_vs_prompt * pace * n_text)))
+        if sampling.max_length_vs_prompt > 0:
+            high = min(high, max(low + 1, math.ceil(sampling.max_length_vs_prompt * pace * n_text)))
     if sampling.max_new_tokens is not None:
         high = min(high, sampling.max_new_tokens)
+    return low, high
+
+
+def _length_bounds(lm: SemanticLM, request: Request, prefix_len: int, sampling: SamplingConfig) -> tuple[int, int]:
+    low, high = length_bounds(request, sampling)
     room = lm.config.max_position_embeddings - prefix_len - 1  # keep a slot for <eos>
     if room < 1:
         raise ValueError(f"prompt + text take {prefix_len} tokens: no room left to speak within "

@@ -85,17 +85,21 @@ def test_lengths_stay_within_bounds_derived_from_text():
             assert all(0 <= t < lm.config.semantic_vocab_size for t in out)
 
 
-def test_length_floor_follows_the_prompt_pace():
+def test_length_bounds_follow_the_prompt_pace():
     lm = tiny_lm()
     slow = Request([1, 2, 3], prompt_text_ids=[4, 5], prompt_semantic_ids=list(range(20)))  # 10 tokens per text id
     sampling = SamplingConfig(min_tokens_per_text_token=1, max_tokens_per_text_token=15, min_length_vs_prompt=0.5)
     assert _length_bounds(lm, slow, 10, sampling) == (15, 45)  # 0.5 x 10 x 3 text ids
     assert _length_bounds(lm, Request([1, 2, 3]), 5, sampling) == (3, 45)  # no prompt, no pace
     assert _length_bounds(lm, slow, 10, SamplingConfig(max_tokens_per_text_token=4, min_length_vs_prompt=1)) == (11, 12)
+    assert _length_bounds(lm, slow, 10, SamplingConfig(max_length_vs_prompt=0.5)) == (3, 15)  # 0.5 x 10 x 3 text ids
+    assert _length_bounds(lm, slow, 10, SamplingConfig(max_length_vs_prompt=0.01)) == (3, 4)  # never below min + 1
     for seed in range(3):
         assert len(generate(lm, [slow], sampling, seed=seed)[0]) >= 15
     with pytest.raises(ValueError, match="min_length_vs_prompt"):
         SamplingConfig(min_length_vs_prompt=-0.1)
+    with pytest.raises(ValueError, match="max_length_vs_prompt"):
+        SamplingConfig(max_length_vs_prompt=-1)
 
 
 def test_repetition_aware_sampling_redraws_a_looping_token():

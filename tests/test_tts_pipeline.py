@@ -10,6 +10,7 @@ import soundfile
 import soxr
 import torch
 
+from lm import length_bounds
 from tts.cli import main
 from tts.errors import TTSError
 from tts.pipeline import TTS, SynthesisOptions, looks_degenerate
@@ -131,12 +132,11 @@ def test_generation_far_slower_than_the_prompts_pace_is_cut_whole_or_streamed(ti
     paced = TTS.from_pretrained(tiny_tts_dir)
     paced.config = dataclasses.replace(paced.config, max_length_vs_prompt=0.2, max_retries=0)
     text_ids, prompt_ids = paced._encode_text(text), paced._encode_text(PROMPT_TEXT)
-    sampling = SynthesisOptions().lm_sampling()
     pace = len(voice.semantic) / len(prompt_ids)  # semantic tokens per text token
     floor = len(text_ids) + 1  # never below the LM's own minimum length (1 token per text token) + 1
-    cap = paced._length_cap(text_ids, prompt_ids, voice, sampling)
+    cap = length_bounds(*paced._lm_request(text_ids, voice, SynthesisOptions()))[1]
     assert cap == max(floor, math.ceil(0.2 * pace * len(text_ids)))
-    assert unbounded._length_cap(text_ids, prompt_ids, voice, sampling) == 15 * len(text_ids)  # the LM's bound
+    assert length_bounds(*unbounded._lm_request(text_ids, voice, SynthesisOptions()))[1] == 15 * len(text_ids)
     hop = paced.codec.model.config.semantic_hop_samples
     assert len(unbounded.synthesize(text, voice, seed=0)) > cap * hop  # the random LM speaks past the cap
     assert len(paced.synthesize(text, voice, seed=0)) <= cap * hop

@@ -8,7 +8,6 @@ A model folder holds `tts_config.json`, `codec/` (with `semantic_tokenizer/`), `
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,7 @@ from codec.audio import AudioError, load_audio
 from flow import AcousticFlow, FlowRequest, FlowSamplingConfig
 from flow import generate as flow_generate
 from flow.sampling import fill_window
-from lm import Request, SamplingConfig, SemanticLM
+from lm import Request, SamplingConfig, SemanticLM, length_bounds
 from lm import generate as lm_generate
 from lm import stream as lm_stream
 from lm.text import TextError, load_text_tokenizer
@@ -176,22 +175,16 @@ class TTS:
         pieces = split_text(text, count, self.config.max_chunk_text_tokens)
         return [self.text_tokenizer.encode(p) for p in pieces if count(p)]
 
-    def _length_cap(self, text_ids: list[int], prompt_ids: list[int], voice: VoicePrompt,
-                    sampling: SamplingConfig) -> int:
-        """Semantic tokens a generation may reach: the LM's bound, or the prompt's pace times the config's limit."""
-        cap = math.floor(len(text_ids) * sampling.max_tokens_per_text_token)
-        if self.config.max_length_vs_prompt > 0:
-            paced = len(text_ids) * len(voice.semantic) / max(1, len(prompt_ids))
-            floor = math.ceil(len(text_ids) * sampling.min_tokens_per_text_token) + 1  # a transcript too long for
-            cap = min(cap, max(floor, math.ceil(self.config.max_length_vs_prompt * paced)))  # its clip: keep room
-        return cap
+    def _lm_request(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions
+                    ) -> tuple[Request, SamplingConfig]:
+        """The LM request for one chunk, bounded by the model's `max_length_vs_prompt` too."""
+        sampling = replace(options.lm_sampling(), max_length_vs_prompt=self.config.max_length_vs_prompt)
+        return Request(text_ids, self._encode_text(voice.text), voice.semantic.tolist()), sampling
 
     def _semantic(self, text_ids: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> list[int]:
         """LM generation with a guard: a degenerate result (length cap, loop) is retried with another seed."""
-        prompt_ids, sampling = self._encode_text(voice.text), options.lm_sampling()
-        cap = self._length_cap(text_ids, prompt_ids, voice, sampling)
-        sampling = replace(sampling, max_new_tokens=cap)  # a babble stops at the cap instead of running on
-        request = Request(text_ids, prompt_ids, voice.semantic.tolist())
+        request, sampling = self._lm_request(text_ids, voice, options)
+        cap = length_bounds(request, sampling)[1]
         for attempt in range(self.config.max_retries + 1):
             semantic = lm_generate(self.lm, [request], sampling, seed=seed + attempt)[0]
             if not looks_degenerate(semantic, cap):
@@ -267,9 +260,7 @@ class TTS:
                       seed: int) -> Iterator[np.ndarray]:
         cfg, k = self.config, self.codec.acoustic_per_semantic
         window, lookahead, context = cfg.stream_chunk_tokens, cfg.stream_lookahead_tokens, cfg.decode_context_tokens
-        prompt_ids, sampling = self._encode_text(voice.text), options.lm_sampling()
-        sampling = replace(sampling, max_new_tokens=self._length_cap(text_ids, prompt_ids, voice, sampling))
-        tokens = lm_stream(self.lm, Request(text_ids, prompt_ids, voice.semantic.tolist()), sampling, seed=seed)
+        tokens = lm_stream(self.lm, *self._lm_request(text_ids, voice, options), seed=seed)
         decoder = StreamingDecoder(self.codec.model, voice, cfg)
         generator = torch.Generator(device=self.flow.device).manual_seed(seed)
         semantic: list[int] = []
