@@ -14,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from .wer import WordErrors
+
 
 def load_run(path: Path) -> dict:
     """A run folder (results.json) or a results JSON file -> {"list_sha256", "seed", "words": {utt: words right}}."""
@@ -26,8 +28,7 @@ def load_run(path: Path) -> dict:
     for row in report["rows"]:
         if row["status"] != "ok":
             raise ValueError(f"{file}: row {row['utt']} {row['status']}: compare runs where every row was scored")
-        e = row["system"]["wer_lm"]
-        words[row["utt"]] = e["ref_words"] - e["sub"] - e["del"]
+        words[row["utt"]] = WordErrors.from_dict(row["system"]["wer_lm"]).hits
     return {"file": str(file), "list_sha256": report["settings"]["list_sha256"], "seed": report["settings"]["seed"],
             "words": words}
 

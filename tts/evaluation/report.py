@@ -20,7 +20,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _errors(scores: list[dict], key: str) -> list[WordErrors]:
-    return [WordErrors(s[key]["sub"], s[key]["del"], s[key]["ins"], s[key]["ref_words"]) for s in scores]
+    return [WordErrors.from_dict(s[key]) for s in scores]
 
 
 def summarize(scores: list[dict]) -> dict:

@@ -56,6 +56,11 @@ class WordErrors:
         return {"wer": self.wer, "errors": self.errors, "ref_words": self.ref_words, "sub": self.substitutions,
                 "del": self.deletions, "ins": self.insertions}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> WordErrors:
+        """The counts of a `to_dict` (as a results JSON stores them)."""
+        return cls(data["sub"], data["del"], data["ins"], data["ref_words"])
+
 
 def word_errors(reference: str, hypothesis: str) -> WordErrors:
     """Align the normalised texts with jiwer and count substitutions, deletions and insertions."""
