@@ -52,7 +52,10 @@ def test_log_mel_features_match_released(reference_dir):
         features = tokenizer.log_mel(audio[: tokenizer.chunk_samples])
         reference = io[f"{name}.input_features_chunk0"]
         assert features.shape == reference.shape and features.dtype == np.float32
-        assert np.abs(features - reference).max() <= 1e-6
+        # float32 STFT + mel matmul: any change of summation order moves single bins by ~1.5e-5 (transformers'
+        # numpy path, and its torch path since it made the magnitudes contiguous); a real bug moves far more
+        error = np.abs(features - reference)
+        assert error.max() <= 5e-5 and error.mean() <= 1e-6
 
 
 def test_tokenizer_ids_match_released_in_float64(reference_dir):
