@@ -7,7 +7,8 @@
 Inputs: --tokenizer a SemanticTokenizer folder in the released layout (a tokenizer run's model folder holding
 `semantic_tokenizer/` is accepted too); --codec a SAC model folder (checkpoints/step_N/ema or final/ema of the codec
 recipe; a released `.pt` with --codec-config also works); --lm the LM recipe's final/ (SemanticLM + text tokenizer);
---flow the flow recipe's final/.
+--flow the flow recipe's final/. A part may also come from an earlier export (its `codec/`, `lm/`, `flow/`) to ship
+a retrained stage beside the others: that export's record of the part is copied into the new export.json.
 
 Output (what `TTS.from_pretrained` reads):
     OUT/tts_config.json            TTSConfig defaults, or --tts-config
@@ -91,16 +92,36 @@ def find_train_config(path: Path, levels: int = 3) -> tuple[Path, Any] | None:
     return None
 
 
-def source_record(given: str, used: Path) -> dict[str, Any]:
+def find_export_record(path: Path, part: str, levels: int = 2) -> dict[str, Any] | None:
+    """When `path` is a part of an earlier export (a new LM shipped beside the old codec), that export's record of
+    the part, so that its provenance is not lost: {"export": file, "git_commit": ..., "source": record}."""
+    folder = path if path.is_dir() else path.parent
+    for candidate in [folder, *folder.parents][: levels + 1]:
+        file = candidate / EXPORT_NAME
+        if file.is_file():
+            try:
+                earlier = json.loads(file.read_text())
+            except json.JSONDecodeError as exc:
+                raise ExportError(f"{file} is not valid JSON: {exc}") from exc
+            source = earlier.get("sources", {}).get(part)
+            if source is None:
+                raise ExportError(f"{file} records no source for the {part}; export from its training run instead")
+            return {"export": str(file), "git_commit": earlier.get("git_commit"), "source": source}
+    return None
+
+
+def source_record(given: str, used: Path, part: str) -> dict[str, Any]:
     record: dict[str, Any] = {"path": given}
     if str(used) != given:
         record["resolved"] = str(used)
-    steps = [int(m.group(1)) for part in Path(given).parts if (m := STEP_DIR.fullmatch(part))]
+    steps = [int(m.group(1)) for name in Path(given).parts if (m := STEP_DIR.fullmatch(name))]
     if steps:
         record["checkpoint_step"] = steps[-1]
     found = find_train_config(used)
     if found is not None:
         record["train_config_path"], record["train_config"] = str(found[0]), found[1]
+    elif (earlier := find_export_record(used, part)) is not None:
+        record["exported_before"] = earlier
     return record
 
 
@@ -280,10 +301,10 @@ def export(tokenizer: str | Path, codec: str | Path, lm: str | Path, flow: str |
             "format": "sac-tts default model export",
             "dtype": str(dtype).removeprefix("torch."),
             "git_commit": git_commit(),
-            "sources": {"tokenizer": source_record(given["tokenizer"], tokenizer_dir),
-                        "codec": source_record(given["codec"], Path(codec)),
-                        "lm": source_record(given["lm"], Path(lm)),
-                        "flow": source_record(given["flow"], Path(flow))},
+            "sources": {"tokenizer": source_record(given["tokenizer"], tokenizer_dir, "tokenizer"),
+                        "codec": source_record(given["codec"], Path(codec), "codec"),
+                        "lm": source_record(given["lm"], Path(lm), "lm"),
+                        "flow": source_record(given["flow"], Path(flow), "flow")},
             "training_heads_dropped": dropped,
             "tts_config": config.to_dict(),
             "files": {name: {"bytes": size, "sha256": sha256(tmp / name)} for name, size in sizes.items()},

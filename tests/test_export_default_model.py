@@ -117,6 +117,24 @@ def test_exporting_the_same_parts_again_writes_the_same_bytes(exported, stages, 
             assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_a_new_stage_beside_exported_parts_keeps_their_provenance_and_bytes(exported, stages, tmp_path):
+    # shipping a retrained LM with the last release's codec, tokenizer and flow: those come from the exported
+    # folder itself, whose export.json is then the only record of how they were trained
+    out, _ = exported
+    earlier = json.loads((out / "export.json").read_text())
+    again = tmp_path / "next"
+    export(tokenizer=out / "codec" / "semantic_tokenizer", codec=out / "codec", lm=stages["lm"], flow=out / "flow",
+           out=again)
+    record = json.loads((again / "export.json").read_text())
+    for part in ("tokenizer", "codec", "flow"):
+        carried = record["sources"][part]["exported_before"]
+        assert carried["source"] == earlier["sources"][part] and carried["export"] == str(out / "export.json")
+    assert "exported_before" not in record["sources"]["lm"]
+    assert record["sources"]["lm"]["train_config"] == {"train": {"max_steps": 5}}
+    for name in WEIGHT_FILES:  # fp16 in, fp16 out: the unchanged parts are the same files
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
 def test_size_limit_names_the_file_and_leaves_out_untouched(stages, tmp_path):
     out = tmp_path / "model"
     argv = [f"--{k}={v}" for k, v in stages.items()] + [f"--out={out}", "--max-file-mib=0.001"]
