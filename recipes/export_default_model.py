@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 if __package__ in (None, ""):  # run as `python recipes/export_default_model.py`: make the packages importable
@@ -162,6 +163,26 @@ def check_parts_fit(tokenizer: SemanticTokenizer, codec: SAC, lm: SemanticLM, te
                         f"{lm.config.text_vocab_size} (text_vocab_size): this LM was not trained with it")
     if problems:
         raise ExportError("the stage outputs do not fit together:\n  " + "\n  ".join(problems))
+
+
+def weight_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("model*.safetensors*"))
+
+
+def keep_earlier_bytes(written: Path, earlier: Path) -> bool:
+    """Copy an earlier export's weight files over `written` when they hold the same tensors, so that a part shipped
+    again unchanged stays the same bytes in git (older exports wrote other safetensors metadata)."""
+    names = weight_files(written)
+    if names != weight_files(earlier):
+        return False
+    for name in (n for n in names if n.endswith(".safetensors")):
+        new, old = load_file(str(written / name)), load_file(str(earlier / name))
+        if new.keys() != old.keys() or any(new[k].dtype != old[k].dtype or not torch.equal(new[k], old[k])
+                                           for k in new):
+            return False
+    for name in names:
+        shutil.copyfile(earlier / name, written / name)
+    return True
 
 
 def cast(model: nn.Module, dtype: torch.dtype, part: str) -> nn.Module:
@@ -295,16 +316,22 @@ def export(tokenizer: str | Path, codec: str | Path, lm: str | Path, flow: str |
         text_tokenizer.save(tmp / "lm")
         exported["flow"].save_pretrained(tmp / "flow")
         config.save(tmp)
+        sources = {"tokenizer": source_record(given["tokenizer"], tokenizer_dir, "tokenizer"),
+                   "codec": source_record(given["codec"], Path(codec), "codec"),
+                   "lm": source_record(given["lm"], Path(lm), "lm"),
+                   "flow": source_record(given["flow"], Path(flow), "flow")}
+        parts = {"tokenizer": (tmp / "codec" / TOKENIZER_SUBDIR, tokenizer_dir), "codec": (tmp / "codec", Path(codec)),
+                 "lm": (tmp / "lm", Path(lm)), "flow": (tmp / "flow", Path(flow))}
+        for part, (written, earlier) in parts.items():
+            if "exported_before" in sources[part]:
+                sources[part]["bytes_kept"] = keep_earlier_bytes(written, earlier)
 
         sizes = file_sizes(tmp)
         record = {
             "format": "sac-tts default model export",
             "dtype": str(dtype).removeprefix("torch."),
             "git_commit": git_commit(),
-            "sources": {"tokenizer": source_record(given["tokenizer"], tokenizer_dir, "tokenizer"),
-                        "codec": source_record(given["codec"], Path(codec), "codec"),
-                        "lm": source_record(given["lm"], Path(lm), "lm"),
-                        "flow": source_record(given["flow"], Path(flow), "flow")},
+            "sources": sources,
             "training_heads_dropped": dropped,
             "tts_config": config.to_dict(),
             "files": {name: {"bytes": size, "sha256": sha256(tmp / name)} for name, size in sizes.items()},

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from codec import SAC, ConvNeXtStackConfig, SpeakerPredictorConfig
 from flow import AcousticFlow, FlowConfig
@@ -120,7 +121,10 @@ def test_exporting_the_same_parts_again_writes_the_same_bytes(exported, stages, 
 def test_a_new_stage_beside_exported_parts_keeps_their_provenance_and_bytes(exported, stages, tmp_path):
     # shipping a retrained LM with the last release's codec, tokenizer and flow: those come from the exported
     # folder itself, whose export.json is then the only record of how they were trained
-    out, _ = exported
+    out = tmp_path / "earlier"
+    shutil.copytree(exported[0], out)
+    flow_file = out / "flow" / "model.safetensors"  # as an older export wrote it: other metadata, same tensors
+    save_file(load_file(str(flow_file)), str(flow_file), metadata={"format": "pt", "written_by": "an older export"})
     earlier = json.loads((out / "export.json").read_text())
     again = tmp_path / "next"
     export(tokenizer=out / "codec" / "semantic_tokenizer", codec=out / "codec", lm=stages["lm"], flow=out / "flow",
@@ -129,6 +133,7 @@ def test_a_new_stage_beside_exported_parts_keeps_their_provenance_and_bytes(expo
     for part in ("tokenizer", "codec", "flow"):
         carried = record["sources"][part]["exported_before"]
         assert carried["source"] == earlier["sources"][part] and carried["export"] == str(out / "export.json")
+        assert record["sources"][part]["bytes_kept"] is True
     assert "exported_before" not in record["sources"]["lm"]
     assert record["sources"]["lm"]["train_config"] == {"train": {"max_steps": 5}}
     for name in WEIGHT_FILES:  # fp16 in, fp16 out: the unchanged parts are the same files
