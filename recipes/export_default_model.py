@@ -107,6 +107,8 @@ def find_export_record(path: Path, part: str, levels: int = 2) -> dict[str, Any]
             source = earlier.get("sources", {}).get(part)
             if source is None:
                 raise ExportError(f"{file} records no source for the {part}; export from its training run instead")
+            if "exported_before" in source:  # carried once already: point at the export that trained it
+                return source["exported_before"]
             return {"export": str(file), "git_commit": earlier.get("git_commit"), "source": source}
     return None
 

@@ -138,6 +138,11 @@ def test_a_new_stage_beside_exported_parts_keeps_their_provenance_and_bytes(expo
     assert record["sources"]["lm"]["train_config"] == {"train": {"max_steps": 5}}
     for name in WEIGHT_FILES:  # fp16 in, fp16 out: the unchanged parts are the same files
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    third = tmp_path / "third"  # carried twice: still the record of the export that trained it
+    export(tokenizer=again / "codec" / "semantic_tokenizer", codec=again / "codec", lm=stages["lm"],
+           flow=again / "flow", out=third)
+    sources = json.loads((third / "export.json").read_text())["sources"]
+    assert sources["codec"]["exported_before"] == record["sources"]["codec"]["exported_before"]
 
 
 def test_size_limit_names_the_file_and_leaves_out_untouched(stages, tmp_path):
