@@ -79,12 +79,11 @@ def tokenizer_folder(path: Path) -> Path:
                       f"preprocessor_config.json, model*.safetensors) and has no {TOKENIZER_SUBDIR}/")
 
 
-def find_train_config(path: Path, levels: int = 3) -> tuple[Path, Any] | None:
-    """The nearest train_config.json in `path` or up to `levels` folders above it (training.py recipes write it
-    into every model folder; the codec recipe only at the top of its output folder)."""
+def nearest_json(path: Path, name: str, levels: int) -> tuple[Path, Any] | None:
+    """The nearest file `name` in `path` or up to `levels` folders above it, parsed: (file, data)."""
     folder = path if path.is_dir() else path.parent
     for candidate in [folder, *folder.parents][: levels + 1]:
-        file = candidate / "train_config.json"
+        file = candidate / name
         if file.is_file():
             try:
                 return file, json.loads(file.read_text())
@@ -93,24 +92,25 @@ def find_train_config(path: Path, levels: int = 3) -> tuple[Path, Any] | None:
     return None
 
 
+def find_train_config(path: Path, levels: int = 3) -> tuple[Path, Any] | None:
+    """The nearest train_config.json in `path` or up to `levels` folders above it (training.py recipes write it
+    into every model folder; the codec recipe only at the top of its output folder)."""
+    return nearest_json(path, "train_config.json", levels)
+
+
 def find_export_record(path: Path, part: str, levels: int = 2) -> dict[str, Any] | None:
     """When `path` is a part of an earlier export (a new LM shipped beside the old codec), that export's record of
     the part, so that its provenance is not lost: {"export": file, "git_commit": ..., "source": record}."""
-    folder = path if path.is_dir() else path.parent
-    for candidate in [folder, *folder.parents][: levels + 1]:
-        file = candidate / EXPORT_NAME
-        if file.is_file():
-            try:
-                earlier = json.loads(file.read_text())
-            except json.JSONDecodeError as exc:
-                raise ExportError(f"{file} is not valid JSON: {exc}") from exc
-            source = earlier.get("sources", {}).get(part)
-            if source is None:
-                raise ExportError(f"{file} records no source for the {part}; export from its training run instead")
-            if "exported_before" in source:  # carried once already: point at the export that trained it
-                return source["exported_before"]
-            return {"export": str(file), "git_commit": earlier.get("git_commit"), "source": source}
-    return None
+    found = nearest_json(path, EXPORT_NAME, levels)
+    if found is None:
+        return None
+    file, earlier = found
+    source = earlier.get("sources", {}).get(part)
+    if source is None:
+        raise ExportError(f"{file} records no source for the {part}; export from its training run instead")
+    if "exported_before" in source:  # carried once already: point at the export that trained it
+        return source["exported_before"]
+    return {"export": str(file), "git_commit": earlier.get("git_commit"), "source": source}
 
 
 def source_record(given: str, used: Path, part: str) -> dict[str, Any]:
