@@ -312,21 +312,19 @@ def export(tokenizer: str | Path, codec: str | Path, lm: str | Path, flow: str |
     try:
         # already in dtype; shards under the file limit, with room for each safetensors header
         max_shard_bytes = int(0.98 * max_file_mib * MIB)
-        exported["codec"].save_pretrained(tmp / "codec", max_shard_bytes=max_shard_bytes)
-        exported["tokenizer"].save_pretrained(tmp / "codec" / TOKENIZER_SUBDIR, max_shard_bytes=max_shard_bytes)
-        exported["lm"].save_pretrained(tmp / "lm")
-        text_tokenizer.save(tmp / "lm")
-        exported["flow"].save_pretrained(tmp / "flow")
+        written = {"tokenizer": tmp / "codec" / TOKENIZER_SUBDIR, "codec": tmp / "codec", "lm": tmp / "lm",
+                   "flow": tmp / "flow"}
+        exported["codec"].save_pretrained(written["codec"], max_shard_bytes=max_shard_bytes)
+        exported["tokenizer"].save_pretrained(written["tokenizer"], max_shard_bytes=max_shard_bytes)
+        exported["lm"].save_pretrained(written["lm"])
+        text_tokenizer.save(written["lm"])
+        exported["flow"].save_pretrained(written["flow"])
         config.save(tmp)
-        sources = {"tokenizer": source_record(given["tokenizer"], tokenizer_dir, "tokenizer"),
-                   "codec": source_record(given["codec"], Path(codec), "codec"),
-                   "lm": source_record(given["lm"], Path(lm), "lm"),
-                   "flow": source_record(given["flow"], Path(flow), "flow")}
-        parts = {"tokenizer": (tmp / "codec" / TOKENIZER_SUBDIR, tokenizer_dir), "codec": (tmp / "codec", Path(codec)),
-                 "lm": (tmp / "lm", Path(lm)), "flow": (tmp / "flow", Path(flow))}
-        for part, (written, earlier) in parts.items():
-            if "exported_before" in sources[part]:
-                sources[part]["bytes_kept"] = keep_earlier_bytes(written, earlier)
+        used = {"tokenizer": tokenizer_dir, "codec": Path(codec), "lm": Path(lm), "flow": Path(flow)}
+        sources = {part: source_record(given[part], used[part], part) for part in used}
+        for part, source in sources.items():
+            if "exported_before" in source:
+                source["bytes_kept"] = keep_earlier_bytes(written[part], used[part])
 
         sizes = file_sizes(tmp)
         record = {
