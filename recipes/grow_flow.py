@@ -32,8 +32,9 @@ def old_block_positions(old_layers: int, new_layers: int) -> list[int]:
 def grow(model: AcousticFlow, num_layers: int, *, seed: int = 0) -> AcousticFlow:
     """A copy of `model` with `num_layers` blocks; the added ones start as the identity."""
     positions = old_block_positions(model.config.num_layers, num_layers)
-    torch.manual_seed(seed)  # the new blocks' input projections; the model's own init draws them
-    grown = AcousticFlow(replace(model.config, num_layers=num_layers))
+    generator = torch.Generator().manual_seed(seed)  # the new blocks' input projections, drawn as the model's init
+    with torch.random.fork_rng(devices=[]):  # the constructor's own draws are all overwritten below
+        grown = AcousticFlow(replace(model.config, num_layers=num_layers))
     old = model.state_dict()
     state = grown.state_dict()
     for name in state:
@@ -48,6 +49,8 @@ def grow(model: AcousticFlow, num_layers: int, *, seed: int = 0) -> AcousticFlow
                 state[name] = old[f"blocks.{old_at[new]}.{part}"].clone()
             elif part in ("out.weight", "down.weight"):
                 state[name] = torch.zeros_like(state[name])
+            elif part in ("qkv.weight", "gate_up.weight"):
+                state[name] = torch.randn(state[name].shape, generator=generator) * 0.02
     grown.load_state_dict(state, strict=True)
     return grown.eval()
 

@@ -44,6 +44,15 @@ def test_grown_flow_gives_the_same_logits_and_masked_loss():
     assert torch.equal(grown.blocks[2].qkv.weight, model.blocks[1].qkv.weight)  # 2 -> 5 puts old block 1 at 2
 
 
+def test_grown_weights_follow_the_seed_alone():
+    model = tiny_flow()
+    state = torch.random.get_rng_state()
+    a, b, c = grow(model, 3, seed=5), grow(model, 3, seed=5), grow(model, 3, seed=6)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left where it was
+    assert torch.equal(a.blocks[2].qkv.weight, b.blocks[2].qkv.weight)  # 2 -> 3: the new block is the last
+    assert not torch.equal(a.blocks[2].qkv.weight, c.blocks[2].qkv.weight)
+
+
 def test_new_blocks_learn_from_the_first_step():
     """Zero output projections must not freeze the new blocks: their gradient reaches `out` and `down` at once."""
     grown = grow(tiny_flow(), 3).train()
@@ -51,7 +60,8 @@ def test_new_blocks_learn_from_the_first_step():
     loss, count = grown.masked_loss(acoustic.clamp(max=31), semantic, torch.zeros(3, dtype=torch.long),
                                     torch.full((3,), 20), torch.Generator().manual_seed(0))
     (loss / count).backward()
-    new = grown.blocks[1]  # 2 -> 3: old blocks at 0 and 2
+    new = grown.blocks[2]  # 2 -> 3: old blocks at 0 and 1
+    assert not new.out.weight.any() and not new.down.weight.any()
     assert float(new.out.weight.grad.abs().sum()) > 0 and float(new.down.weight.grad.abs().sum()) > 0
 
 
