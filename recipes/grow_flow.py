@@ -1,9 +1,8 @@
 """Deepen a trained second stage without changing what it computes, so a longer run can start from it.
 
-The default second stage underfits (its training loss sits a little under its held-out loss and more data no longer
-moves either), so it wants more layers; training a deeper one from scratch on a CPU would cost every step its
-weights already paid for. Each new block is a pre-norm residual block whose two output projections (`out`, `down`)
-are zero: it adds nothing to the stream until training moves them, so the grown model's logits equal the old one's.
+Training a deeper second stage from scratch on a CPU would cost every step the shallower one's weights already paid
+for. Each new block is a pre-norm residual block whose two output projections (`out`, `down`) are zero: it adds
+nothing to the stream until training moves them, so the grown model's logits equal the old one's.
 The new blocks sit evenly between the old ones (6 -> 9 puts one after every two).
 
     python recipes/grow_flow.py tts/default_model/flow --num-layers 9 --out runs/default/flow_9layers_init
@@ -31,26 +30,20 @@ def old_block_positions(old_layers: int, new_layers: int) -> list[int]:
 
 def grow(model: AcousticFlow, num_layers: int, *, seed: int = 0) -> AcousticFlow:
     """A copy of `model` with `num_layers` blocks; the added ones start as the identity."""
-    positions = old_block_positions(model.config.num_layers, num_layers)
-    generator = torch.Generator().manual_seed(seed)  # the new blocks' input projections, drawn as the model's init
-    with torch.random.fork_rng(devices=[]):  # the constructor's own draws are all overwritten below
+    old_at = {new: i for i, new in enumerate(old_block_positions(model.config.num_layers, num_layers))}
+    with torch.random.fork_rng(devices=[]):  # the new blocks' input projections: the model's own init, seeded here
+        torch.manual_seed(seed)
         grown = AcousticFlow(replace(model.config, num_layers=num_layers))
-    old = model.state_dict()
-    state = grown.state_dict()
+    old, state = model.state_dict(), grown.state_dict()
     for name in state:
         if not name.startswith("blocks."):
             state[name] = old[name].clone()
-    old_at = {new: i for i, new in enumerate(positions)}
-    for new in range(num_layers):
-        prefix = f"blocks.{new}."
-        for name in [n for n in state if n.startswith(prefix)]:
-            part = name.removeprefix(prefix)
-            if new in old_at:
-                state[name] = old[f"blocks.{old_at[new]}.{part}"].clone()
-            elif part in ("out.weight", "down.weight"):
-                state[name] = torch.zeros_like(state[name])
-            elif part in ("qkv.weight", "gate_up.weight"):
-                state[name] = torch.randn(state[name].shape, generator=generator) * 0.02
+            continue
+        _, index, part = name.split(".", 2)
+        if int(index) in old_at:
+            state[name] = old[f"blocks.{old_at[int(index)]}.{part}"].clone()
+        elif part in ("out.weight", "down.weight"):
+            state[name] = torch.zeros_like(state[name])
     grown.load_state_dict(state, strict=True)
     return grown.eval()
 
