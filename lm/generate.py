@@ -199,7 +199,7 @@ def fast_decoder(lm: SemanticLM, compile: bool = True, mode: str = "reduce-overh
 
     def step(tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv) -> object:
         full_mask = torch.nn.functional.pad(mask, (0, kv.layers[0].max_cache_len - mask.shape[1]))
-        return forward(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=kv,
-                       use_cache=True, logits_to_keep=1)
+        return forward(input_ids=tokens, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                       logits_to_keep=1, **{lm.cache_arg: kv})
 
     return step

@@ -13,6 +13,7 @@ semantic tokens and <eos> only.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,6 +79,10 @@ class SemanticLM(nn.Module):
         self.config = config
         self.decoder = AutoModelForCausalLM.from_config(config.to_hf_config(),
                                                         attn_implementation=attn_implementation)
+        # The keyword the decoder takes its KV cache by: transformers 5.24 renamed `past_key_values` to `cache`
+        # (the old name warns, and goes in 5.40); older releases know only `past_key_values`.
+        params = inspect.signature(self.decoder.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -107,7 +112,7 @@ class SemanticLM(nn.Module):
                 logits_to_keep: int = 0):
         """input_ids [B, T] -> transformers output with logits [B, T (or logits_to_keep), vocab]."""
         return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+                            use_cache=use_cache, logits_to_keep=logits_to_keep, **{self.cache_arg: past_key_values})
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
