@@ -1,7 +1,8 @@
 """Codec training data: audio + semantic ids, cropped as the SAC release does (research/sac.md §4).
 
-The ids come from a token folder (recipes/tokenize_corpus.py); its index rows keep the manifest's `audio` path,
-relative to the manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says otherwise. Or, with
+The ids come from token folders (recipes/tokenize_corpus.py), one or several of one codec; their index rows keep the
+manifest's `audio` path, relative to that manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says
+otherwise. Or, with
 `data.semantic_tokenizer`, from that tokenizer run on each whole clip in the loader (a JSONL `manifest` then
 suffices: no codec needs to exist yet to train the first one); the example then also carries the tokenizer's
 pre-pooling frames, the target of SAC's semantic-feature loss (the release reads them from offline files). Each example
@@ -17,7 +18,7 @@ Crops are drawn from (seed, step, slot): a resumed run sees the batches the unin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 from codec.audio import load_audio, preprocess
 from codec.semantic_tokenizer import SemanticTokenizer
 from recipes.corpora.manifest import read_manifest, resolve_audio
+from recipes.data import check_one_codec, sources
 from recipes.shards import TokenShardReader
 
 HOP = 1280  # samples per semantic token at 16 kHz
@@ -34,7 +36,7 @@ HOP = 1280  # samples per semantic token at 16 kHz
 
 @dataclass
 class DataConfig:
-    tokens: str = ""  # a token folder (or its index.jsonl)
+    tokens: str | list[str] = field(default="", metadata={"sources": True})  # token folders (or index.jsonl files)
     manifest: str = ""  # or a JSONL manifest (id, audio), with semantic_tokenizer
     semantic_tokenizer: str | None = None  # a tokenizer folder: ids and semantic-loss targets made on the fly
     audio_root: str | None = None  # where index rows' relative `audio` paths start; default: the manifest's folder
@@ -43,7 +45,7 @@ class DataConfig:
     num_workers: int = 2
     highpass_cutoff_hz: float = 40.0
     # Held-out audio, scored at every checkpoint: a token folder, or a manifest (with semantic_tokenizer).
-    eval_tokens: str = ""
+    eval_tokens: str | list[str] = field(default="", metadata={"sources": True})
     eval_manifest: str = ""
     eval_clips: int = 32  # its first clips, one fixed crop each
     acoustic_from_tokens: bool = False  # decode the token folders' acoustic ids (see the module docstring)
@@ -79,13 +81,27 @@ class CodecCrops(Dataset):
     def __init__(self, data: DataConfig, sample_rate: int = 16000):
         self.data, self.sample_rate = data, sample_rate
         self._tokenizer: SemanticTokenizer | None = None  # loaded in each loader worker on first use
+        # item i is row `rows[i]` of token folder `readers[owner[i]]`; `folders` keeps each folder's item range
+        self.readers: list[TokenShardReader] = []
+        self.rows: list[str] = []
+        self.owner: list[int] = []
+        self.folders: list[tuple[str, range]] = []
         if data.tokens:
-            self.reader = TokenShardReader(data.tokens)
-            root = data.audio_root or Path(self.reader.meta["plan"]["manifest"]).parent
-            self.paths = [Path(row["audio"]) if Path(row["audio"]).is_absolute() else Path(root) / row["audio"]
-                          for row in self.reader.rows]
+            if len(sources(data.tokens)) > 1:
+                check_one_codec(sources(data.tokens))
+            self.paths: list[Path] = []
+            for folder in sources(data.tokens):
+                reader = TokenShardReader(folder)
+                root = Path(data.audio_root or Path(reader.meta["plan"]["manifest"]).parent)
+                self.folders.append((folder, range(len(self.paths), len(self.paths) + len(reader.rows))))
+                self.paths += [Path(row["audio"]) if Path(row["audio"]).is_absolute() else root / row["audio"]
+                               for row in reader.rows]
+                self.rows += [row["id"] for row in reader.rows]
+                self.owner += [len(self.readers)] * len(reader.rows)
+                self.readers.append(reader)
+            if len({reader.k for reader in self.readers}) > 1:
+                raise ValueError(f"token folders {sources(data.tokens)} have different acoustic ids per semantic id")
         else:
-            self.reader = None
             self.paths = [resolve_audio(data.manifest, row["audio"]) for row in read_manifest(data.manifest)]
 
     def __len__(self) -> int:
@@ -110,7 +126,7 @@ class CodecCrops(Dataset):
                 audio = audio[offset: offset + tokenizer.chunk_samples]
             semantic, semantic_frames = tokenizer.ids_and_frames(tokenizer_audio)
         else:
-            semantic, acoustic = self.reader.get(self.reader.rows[index]["id"])
+            semantic, acoustic = self.readers[self.owner[index]].get(self.rows[index])
         frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
         seg = self.data.segment_tokens
         start = int(rng.integers(0, frames - seg + 1)) if frames > seg else 0
@@ -124,7 +140,7 @@ class CodecCrops(Dataset):
 
         example = {"wav": window(audio, HOP, np.float32)[None], "semantic": window(semantic, 1, np.int64)}
         if self.data.acoustic_from_tokens:
-            example["acoustic"] = window(acoustic, self.reader.k, np.int64)
+            example["acoustic"] = window(acoustic, self.readers[0].k, np.int64)
         if semantic_frames is not None:
             k = semantic_frames.shape[0] // len(semantic)
             example["semantic_frames"] = window(semantic_frames, k, np.float32)

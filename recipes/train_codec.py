@@ -342,15 +342,16 @@ def check_acoustic_ids(generator: SAC, dataset: CodecCrops, crops: int = 4) -> N
     """Refuse a token folder whose acoustic ids this codec's encoder does not make. A crop's edge frames differ
     from whole-clip encoding (the encoder sees past the crop there), so this compares the share that agree."""
     model = generator.eval()
-    agree, total = 0, 0
-    for i in range(min(crops, len(dataset))):
-        example = dataset[(i * (len(dataset) // crops), i)]
-        ids = model.encode_acoustic(example["wav"][None].to(model.device))[0].cpu()  # [S·a]
-        agree, total = agree + int((ids == example["acoustic"]).sum()), total + ids.numel()
-    if agree < total / 2:
-        raise ValueError(f"only {agree} of {total} acoustic ids in {dataset.data.tokens} match what this codec's "
-                         "acoustic encoder makes of the same audio: the folder was tokenized with another codec. "
-                         "Start from that codec (train.init_from), or tokenize the corpus again with this one")
+    for folder, items in dataset.folders:
+        agree, total, checked = 0, 0, min(crops, len(items))
+        for i in range(checked):
+            example = dataset[(items[i * len(items) // checked], i)]
+            ids = model.encode_acoustic(example["wav"][None].to(model.device))[0].cpu()  # [S·a]
+            agree, total = agree + int((ids == example["acoustic"]).sum()), total + ids.numel()
+        if agree < total / 2:
+            raise ValueError(f"only {agree} of {total} acoustic ids in {folder} match what this codec's acoustic "
+                             "encoder makes of the same audio: the folder was tokenized with another codec. Start "
+                             "from that codec (train.init_from), or tokenize the corpus again with this one")
 
 
 def generator_sample_rate(model_config: dict) -> int:

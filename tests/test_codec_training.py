@@ -205,7 +205,7 @@ def make_token_folder(root: Path, codec: SAC | None = None, name: str = "tokens"
                             "duration": seconds}, np.arange(frames) % 16, acoustic))
     (root / "manifest.jsonl").write_text("")
     shards.write_json(folder / shards.META_NAME, {
-        "format": shards.FORMAT, "codec": {"acoustic_per_semantic": 2},
+        "format": shards.FORMAT, "codec": {"acoustic_per_semantic": 2, "path": "tiny", "config_sha256": "tiny"},
         "plan": {"manifest": str(root / "manifest.jsonl"), "num_shards": 1}})
     shards.write_shard(folder, 0, utterances, [], (0, 2))
     shards.build_index(folder)
@@ -220,6 +220,12 @@ def test_codec_crops_align_audio_and_ids(tmp_path):
     assert long["wav"].shape == (1, 4 * 1280) and long["semantic"].shape == (4,)
     assert short["semantic"].tolist() == [0, 1, 2, 0]  # 3 frames, then id-0 padding
     assert short["wav"][0, 3 * 1280:].abs().max() == 0 and short["wav"].abs().max() > 0
+    # several folders of one codec read as one dataset, each item from its own folder
+    both = CodecCrops(DataConfig(tokens=[str(make_token_folder(tmp_path, name="more")), crops.data.tokens],
+                                 segment_tokens=4))
+    assert len(both) == 4 and [(Path(f).name, list(r)) for f, r in both.folders] == [("more", [0, 1]),
+                                                                                     ("tokens", [2, 3])]
+    assert torch.equal(both[(3, 1)]["wav"], short["wav"]) and torch.equal(both[(3, 1)]["semantic"], short["semantic"])
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -323,8 +329,8 @@ def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
     assert evals and all(row["eval/vq"] == 0 and math.isfinite(row["eval/mel"]) for row in evals)
     # a folder made by another acoustic encoder (every id differs) is refused before training
     shifted = make_token_folder(tmp_path, start, "shifted_tokens", shift=1)
-    with pytest.raises(ValueError, match="tokenized with another codec"):
-        train_codec.main([*decoder, "--tokens", str(shifted), "--output-dir", str(tmp_path / "shifted")])
+    with pytest.raises(ValueError, match="shifted_tokens match what this codec's acoustic encoder makes"):
+        train_codec.main([*decoder, "--tokens", str(tokens), str(shifted), "--output-dir", str(tmp_path / "shifted")])
     with pytest.raises(ValueError, match="tokenized with another codec"):  # the held-out folder is checked too
         train_codec.main([*decoder, "--tokens", str(tokens), "--eval-tokens", str(shifted),
                           "--output-dir", str(tmp_path / "shifted_eval")])
