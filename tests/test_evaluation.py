@@ -71,10 +71,12 @@ def test_word_totals_count_the_words_heard_right():
     assert short.wer == 2.0 and short.hits == 1  # a WER over 100 % can still hide words that were heard right
 
 
-def _eval_run(folder: Path, seed: int, words_right: list[int], list_sha256: str = "abc") -> Path:
-    """A results.json as `sac-tts eval` writes it, with rows of 10 reference words and the given words right."""
+def _eval_run(folder: Path, seed: int, words_right: list[int | str], list_sha256: str = "abc") -> Path:
+    """A results.json as `sac-tts eval` writes it, with rows of 10 reference words and the given words right
+    (or a row status: "skipped", "failed")."""
     rows = [{"utt": f"u{i}", "status": "ok",
              "system": {"wer_lm": {"ref_words": 10, "sub": 10 - right, "del": 0, "ins": 0}}}
+            if isinstance(right, int) else {"utt": f"u{i}", "status": right, "system": None}
             for i, right in enumerate(words_right)]
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"settings": {"list_sha256": list_sha256, "seed": seed},
@@ -97,6 +99,13 @@ def test_compare_averages_rows_over_seeds_before_pairing_and_refuses_other_lists
         compare(base, [other])
     assert main(["--baseline", str(tmp_path / "a0"), "--candidate", str(tmp_path / "missing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+    # rows a system skips (no recording for vc) are left out on both sides; skipping other rows is refused
+    vc = [load_run(_eval_run(tmp_path / f"vc{i}", 0, ["skipped", right, 5])) for i, right in enumerate((3, 7))]
+    assert compare(vc[:1], vc[1:])["per_row_difference"]["mean"] == 2.0 and compare(vc[:1], vc[1:])["rows"] == 2
+    with pytest.raises(ValueError, match="different lists or rows"):
+        compare(vc, base)
+    with pytest.raises(ValueError, match="row u1 failed"):
+        load_run(_eval_run(tmp_path / "failed", 0, [5, "failed", 5]))
 
 
 def test_missing_metric_package_names_the_eval_extra():

@@ -18,7 +18,10 @@ from .wer import WordErrors
 
 
 def load_run(path: Path) -> dict:
-    """A run folder (results.json) or a results JSON file -> {"list_sha256", "seed", "words": {utt: words right}}."""
+    """A run folder (results.json) or a results JSON file -> {"list_sha256", "seed", "words": {utt: words right}}.
+
+    Rows the system skips by design (`vc` and `codec` on rows without a recording) are left out; the runs compared
+    must then skip the same rows. A failed row is refused: its words would count as zero."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
@@ -26,6 +29,8 @@ def load_run(path: Path) -> dict:
     report = json.loads(file.read_text(encoding="utf-8"))
     words = {}
     for row in report["rows"]:
+        if row["status"] == "skipped":
+            continue
         if row["status"] != "ok":
             raise ValueError(f"{file}: row {row['utt']} {row['status']}: compare runs where every row was scored")
         words[row["utt"]] = WordErrors.from_dict(row["system"]["wer_lm"]).hits
