@@ -261,3 +261,17 @@ def test_sampling_flags_default_to_the_synthesis_options(command):
     assert sampling_options(build_parser().parse_args([command, *required])) == SynthesisOptions()
     args = build_parser().parse_args([command, *required, "--flow-temperature", "0.5", "--cfg-scale", "1.5"])
     assert sampling_options(args, seed=4) == SynthesisOptions(seed=4, flow_temperature=0.5, cfg_scale=1.5)
+
+
+def test_sampling_flags_help_names_the_synthesis_options_defaults():
+    import argparse
+    import re
+
+    from tts.tts_cli import sampling_args
+
+    parser = argparse.ArgumentParser()
+    sampling_args(parser, lm=True)
+    for action in parser._actions[1:]:  # after --help
+        named = re.search(r"\(default ([\d.]+)", action.help)
+        assert named, f"{action.dest}: its help names no default"
+        assert float(named.group(1)) == getattr(SynthesisOptions(), action.dest), action.dest

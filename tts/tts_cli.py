@@ -40,7 +40,8 @@ def sampling_options(args: argparse.Namespace, **fixed):
     """The SynthesisOptions named by the parser's sampling flags (those it has) and `fixed` (seed, speed)."""
     from .pipeline import SynthesisOptions
 
-    return SynthesisOptions(**{name: getattr(args, name) for name in SAMPLING_FIELDS if hasattr(args, name)}, **fixed)
+    given = {name: getattr(args, name) for name in SAMPLING_FIELDS if getattr(args, name, None) is not None}
+    return SynthesisOptions(**given, **fixed)
 
 
 def _read_jobs(path: Path) -> list[dict]:
@@ -132,17 +133,18 @@ def _speaker_args(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_args(p: argparse.ArgumentParser, *, lm: bool) -> None:
-    """Sampling flags with SynthesisOptions' defaults, shared by synthesize, convert (no LM) and eval."""
+    """Sampling flags, shared by synthesize, convert (no LM) and eval; one left out keeps SynthesisOptions' default
+    (tts/pipeline.py), named in its help."""
     if lm:
-        p.add_argument("--temperature", type=float, default=1.0, help="LM sampling temperature")
-        p.add_argument("--top-k", type=int, default=25, help="LM sampling: keep the k likeliest ids")
-        p.add_argument("--top-p", type=float, default=0.8, help="LM sampling: nucleus mass")
-        p.add_argument("--min-length-vs-prompt", type=float, default=0.0,
+        p.add_argument("--temperature", type=float, help="LM sampling temperature (default 1.0)")
+        p.add_argument("--top-k", type=int, help="LM sampling: keep the k likeliest ids (default 25)")
+        p.add_argument("--top-p", type=float, help="LM sampling: nucleus mass (default 0.8)")
+        p.add_argument("--min-length-vs-prompt", type=float,
                        help="LM: speak at least this fraction of the length the voice prompt's pace predicts "
-                            "(0 = off; guards against an early stop that drops the last words)")
-    p.add_argument("--flow-steps", type=int, default=12, help="second stage: unmasking steps")
-    p.add_argument("--cfg-scale", type=float, default=2.0, help="second stage: guidance by the prompt")
-    p.add_argument("--flow-temperature", type=float, default=1.0, help="second stage: sampling temperature")
+                            "(default 0 = off; guards against an early stop that drops the last words)")
+    p.add_argument("--flow-steps", type=int, help="second stage: unmasking steps (default 12)")
+    p.add_argument("--cfg-scale", type=float, help="second stage: guidance by the prompt (default 2.0)")
+    p.add_argument("--flow-temperature", type=float, help="second stage: sampling temperature (default 1.0)")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
