@@ -2,12 +2,11 @@
 
 The ids come from token folders (recipes/tokenize_corpus.py), one or several of one codec; their index rows keep the
 manifest's `audio` path, relative to that manifest's folder (meta.json's plan.manifest) unless `data.audio_root` says
-otherwise. Or, with
-`data.semantic_tokenizer`, from that tokenizer run on each whole clip in the loader (a JSONL `manifest` then
-suffices: no codec needs to exist yet to train the first one); the example then also carries the tokenizer's
-pre-pooling frames, the target of SAC's semantic-feature loss (the release reads them from offline files). Each example
-is a random window of `segment_tokens` semantic tokens (30 = 2.4 s) and the 1280·30 samples under it, the audio
-volume-normalised and 40 Hz high-passed (`codec.audio.preprocess`); short items are zero-padded (ids with 0).
+otherwise. Or, with `data.semantic_tokenizer`, from that tokenizer run on each whole clip in the loader (a JSONL
+`manifest` then suffices: no codec needs to exist yet to train the first one); the example then also carries the
+tokenizer's pre-pooling frames, the target of SAC's semantic-feature loss (the release reads them from offline files).
+Each example is a random window of `segment_tokens` semantic tokens (30 = 2.4 s) and the 1280·30 samples under it,
+the audio volume-normalised and 40 Hz high-passed (`codec.audio.preprocess`); short items are zero-padded (ids with 0).
 With `data.acoustic_from_tokens` the example also carries the token folder's acoustic ids under the window, and the
 recipe decodes those rather than re-encoding the crop: decoder-only training (encoders frozen) then skips the acoustic
 encoder, and the decoder sees the ids of whole-clip encoding that the second stage predicts, not a crop's edge ids.
@@ -44,7 +43,7 @@ class DataConfig:
     batch_size: int = 24
     num_workers: int = 2
     highpass_cutoff_hz: float = 40.0
-    # Held-out audio, scored at every checkpoint: a token folder, or a manifest (with semantic_tokenizer).
+    # Held-out audio, scored at every checkpoint: token folders, or a manifest (with semantic_tokenizer).
     eval_tokens: str | list[str] = field(default="", metadata={"sources": True})
     eval_manifest: str = ""
     eval_clips: int = 32  # its first clips, one fixed crop each
