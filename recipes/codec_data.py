@@ -80,26 +80,19 @@ class CodecCrops(Dataset):
     def __init__(self, data: DataConfig, sample_rate: int = 16000):
         self.data, self.sample_rate = data, sample_rate
         self._tokenizer: SemanticTokenizer | None = None  # loaded in each loader worker on first use
-        # item i is row `rows[i]` of token folder `readers[owner[i]]`; `folders` keeps each folder's item range
-        self.readers: list[TokenShardReader] = []
-        self.rows: list[str] = []
-        self.owner: list[int] = []
-        self.folders: list[tuple[str, range]] = []
+        self.items: list[tuple[TokenShardReader, str]] = []  # item i: its token folder's reader, its utterance id
+        self.folders: list[tuple[str, range]] = []  # each token folder's items, for checks folder by folder
         if data.tokens:
-            if len(sources(data.tokens)) > 1:
-                check_one_codec(sources(data.tokens))
+            folders = sources(data.tokens)
+            check_one_codec(folders)  # one codec, so one k (acoustic ids per semantic id) too
             self.paths: list[Path] = []
-            for folder in sources(data.tokens):
+            for folder in folders:
                 reader = TokenShardReader(folder)
                 root = Path(data.audio_root or Path(reader.meta["plan"]["manifest"]).parent)
-                self.folders.append((folder, range(len(self.paths), len(self.paths) + len(reader.rows))))
+                self.folders.append((folder, range(len(self.items), len(self.items) + len(reader.rows))))
+                self.items += [(reader, row["id"]) for row in reader.rows]
                 self.paths += [Path(row["audio"]) if Path(row["audio"]).is_absolute() else root / row["audio"]
                                for row in reader.rows]
-                self.rows += [row["id"] for row in reader.rows]
-                self.owner += [len(self.readers)] * len(reader.rows)
-                self.readers.append(reader)
-            if len({reader.k for reader in self.readers}) > 1:
-                raise ValueError(f"token folders {sources(data.tokens)} have different acoustic ids per semantic id")
         else:
             self.paths = [resolve_audio(data.manifest, row["audio"]) for row in read_manifest(data.manifest)]
 
@@ -125,7 +118,8 @@ class CodecCrops(Dataset):
                 audio = audio[offset: offset + tokenizer.chunk_samples]
             semantic, semantic_frames = tokenizer.ids_and_frames(tokenizer_audio)
         else:
-            semantic, acoustic = self.readers[self.owner[index]].get(self.rows[index])
+            reader, utterance_id = self.items[index]
+            semantic, acoustic = reader.get(utterance_id)
         frames = min(len(semantic), len(audio) // HOP)  # the release trims both streams to their common length
         seg = self.data.segment_tokens
         start = int(rng.integers(0, frames - seg + 1)) if frames > seg else 0
@@ -139,7 +133,7 @@ class CodecCrops(Dataset):
 
         example = {"wav": window(audio, HOP, np.float32)[None], "semantic": window(semantic, 1, np.int64)}
         if self.data.acoustic_from_tokens:
-            example["acoustic"] = window(acoustic, self.readers[0].k, np.int64)
+            example["acoustic"] = window(acoustic, self.items[index][0].k, np.int64)
         if semantic_frames is not None:
             k = semantic_frames.shape[0] // len(semantic)
             example["semantic_frames"] = window(semantic_frames, k, np.float32)
