@@ -43,7 +43,6 @@ class DataConfig(common.ManifestDataConfig):  # + train/eval manifests, max_toke
     prompt_prob_other: float = 0.5  # chance the prompt is another utterance of the speaker (else a split of itself)
     drop_prompt_prob: float = 0.1  # chance of no prompt at all: the unconditional model guidance needs
     prompt_fraction: tuple[float, float] = (0.15, 0.5)  # a self-prompt is this share of the utterance (uniform)
-    semantic_noise: float = 0.0  # share of the target's semantic ids swapped in training: the LM's ids are imperfect
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,8 +50,6 @@ class DataConfig(common.ManifestDataConfig):  # + train/eval manifests, max_toke
         for name in ("prompt_prob_other", "drop_prompt_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"data.{name} must lie in [0, 1], got {getattr(self, name)}")
-        if not 0 <= self.semantic_noise < 1:
-            raise ValueError(f"data.semantic_noise must lie in [0, 1), got {self.semantic_noise}")
         low, high = self.prompt_fraction
         if not 0 < low <= high < 1:
             raise ValueError(f"data.prompt_fraction must be two shares 0 < low <= high < 1, got {self.prompt_fraction}")

@@ -61,30 +61,11 @@ def fixed_ratio_scores(flow: AcousticFlow, acoustic: torch.Tensor, semantic: tor
     return F.cross_entropy(logits, truth, reduction="sum"), masked.sum(), (logits.argmax(-1) == truth).sum()
 
 
-def corrupt_target_semantic(semantic: torch.Tensor, prompt_frames: torch.Tensor, frames: torch.Tensor, k: int,
-                            share: float, generator: torch.Generator) -> torch.Tensor:
-    """semantic [B, T/k] with each target id (after the prompt, before the end) swapped with probability `share`
-    for an id drawn from the batch's own valid ids: ids the tokenizer really emits, in the wrong place, as an LM's
-    mistakes are. The prompt's ids stay: at synthesis they come from the tokenizer, not the LM."""
-    positions = torch.arange(semantic.shape[1], device=semantic.device)[None]
-    valid = positions < (frames // k)[:, None]
-    target = valid & (positions >= (prompt_frames // k)[:, None])
-    pool = semantic[valid]  # [N]
-    chosen = target & (torch.rand(semantic.shape, device=semantic.device, generator=generator) < share)
-    draws = pool[torch.randint(len(pool), semantic.shape, device=semantic.device, generator=generator)]
-    return torch.where(chosen, draws, semantic)
-
-
 def flow_loss(flow: AcousticFlow, seed: int, acoustic: torch.Tensor, semantic: torch.Tensor,
-              prompt_frames: torch.Tensor, frames: torch.Tensor, evaluate: bool = False,
-              semantic_noise: float = 0.0) -> tuple[torch.Tensor, ...]:
-    """Training: (summed loss, scored frames) of `masked_loss`, with `semantic_noise` of the target's semantic ids
-    swapped (`corrupt_target_semantic`). Eval: those, then `fixed_ratio_scores`, on clean ids."""
+              prompt_frames: torch.Tensor, frames: torch.Tensor, evaluate: bool = False) -> tuple[torch.Tensor, ...]:
+    """Training: (summed loss, scored frames) of `masked_loss`. Eval: those, then `fixed_ratio_scores`."""
     generator = torch.Generator(device=acoustic.device)
     generator.manual_seed(seed)
-    if semantic_noise and not evaluate:
-        semantic = corrupt_target_semantic(semantic, prompt_frames, frames, flow.config.acoustic_per_semantic,
-                                           semantic_noise, generator)
     scores = flow.masked_loss(acoustic, semantic, prompt_frames, frames, generator)
     return (*scores, *fixed_ratio_scores(flow, acoustic, semantic, prompt_frames, frames, generator)) if evaluate \
         else scores
@@ -114,8 +95,7 @@ def main(argv: list[str] | None = None, on_step: Callable[[int], None] | None = 
     acc.print(f"{len(train_set)} train / {len(eval_set) if eval_set else 0} eval utterances; "
               f"{len(train_set.mates)} speakers with prompts from their other utterances")
 
-    loss = partial(flow_loss, semantic_noise=data.semantic_noise)
-    task = Task(AcousticFlow(config), partial(AcousticFlow, config), loss, flow_counts, collate, flow_metrics,
+    task = Task(AcousticFlow(config), partial(AcousticFlow, config), flow_loss, flow_counts, collate, flow_metrics,
                 eval_inputs={"evaluate": True}, exact_counts=False)
     return train_task(start, task, config.to_dict(), train_set, eval_set, on_step)
 

@@ -130,33 +130,6 @@ def test_tiny_flow_beats_unigram_baseline_on_held_out_tokens(tmp_path, train_flo
     assert accuracy["prompted"] > max(accuracy["unprompted"], float((truth == unigram).mean())) + 0.15
 
 
-def test_semantic_noise_swaps_only_target_ids_for_ids_of_the_batch_and_never_in_eval(train_flow):
-    rows = make_corpus()
-    batch = prompted_batch(rows[:3], rows[10:13])
-    semantic, prompt_frames, frames = batch["semantic"], batch["prompt_frames"], batch["frames"]
-    noisy = train_flow.corrupt_target_semantic(semantic, prompt_frames, frames, K, 0.5,
-                                               torch.Generator().manual_seed(0))
-    positions = torch.arange(semantic.shape[1])[None]
-    target = (positions >= prompt_frames[:, None] // K) & (positions < frames[:, None] // K)
-    changed = noisy != semantic
-    assert not changed[~target].any()  # the prompt and the padding keep their ids
-    share = changed[target].float().mean()
-    assert 0.3 < share < 0.6, share  # about half drawn; a draw may land on the id it replaces
-    assert set(noisy[target].tolist()) <= set(semantic[positions < frames[:, None] // K].tolist())
-
-    flow = AcousticFlow(FlowConfig.from_dict({**json.loads(TINY.read_text())["model"], "semantic_vocab_size": 16,
-                                              "acoustic_vocab_size": 64}))
-    clean, noisy = (train_flow.flow_loss(flow, 0, **batch, evaluate=True, semantic_noise=share)
-                    for share in (0.0, 0.5))
-    assert all(torch.equal(a, b) for a, b in zip(clean, noisy))  # eval always reads clean ids
-    generator = torch.Generator().manual_seed(0)  # training reads the corrupted ids, then masks as before
-    swapped = train_flow.corrupt_target_semantic(semantic, prompt_frames, frames, K, 0.5, generator)
-    expected = flow.masked_loss(batch["acoustic"], swapped, prompt_frames, frames, generator)
-    assert all(torch.equal(a, b) for a, b in zip(train_flow.flow_loss(flow, 0, **batch, semantic_noise=0.5), expected))
-    with pytest.raises(ValueError, match="semantic_noise"):
-        DataConfig(train_manifest="x.jsonl", semantic_noise=1.0)
-
-
 class Killed(Exception):
     pass
 
