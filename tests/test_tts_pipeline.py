@@ -243,7 +243,12 @@ def test_cli_synthesize_and_voice_commands(tiny_tts_dir, tmp_path, capsys):
     assert (tmp_path / "out" / "one.wav").is_file() and not (tmp_path / "out" / "two.wav").exists()
     assert "FAILED two" in capsys.readouterr().err
     assert main(["synthesize", "Hi.", "--voice", "nobody", "-o", str(tmp_path / "x.wav"), *common]) == 2
-    assert "no voice named 'nobody'" in capsys.readouterr().err
+    assert "--voice nobody: no such audio file, and no saved voice of that name (saved: me)" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.wav")  # a mistyped path: named as a file, not refused as a voice name
+    assert main(["synthesize", "Hi.", "--voice", missing, "--voice-text", "Hi.", "-o", str(tmp_path / "x.wav"),
+                 *common]) == 2
+    assert f"--voice {missing}: no such audio file" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
     assert main(["convert", str(prompt), "--voice", "me", "-o", str(tmp_path / "vc.wav"), "--seed", "1", *common]) == 0
     assert soundfile.info(tmp_path / "vc.wav").frames == soundfile.info(prompt).frames
     assert main(["convert", str(tmp_path / "none.wav"), "--voice", "me", "-o", str(tmp_path / "x.wav"), *common]) == 2

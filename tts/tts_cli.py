@@ -29,7 +29,11 @@ def _voice(args: argparse.Namespace, tts):
         if not args.voice_text:
             raise TTSError(f"--voice {args.voice} is an audio file: also give its transcript with --voice-text")
         return tts.clone_voice(args.voice, args.voice_text)
-    return VoiceStore(args.voices_dir).get(args.voice)
+    store = VoiceStore(args.voices_dir)
+    if args.voice not in store.names():  # name both readings: a mistyped path is not a badly formed voice name
+        saved = ", ".join(store.names()) or "none yet"
+        raise TTSError(f"--voice {args.voice}: no such audio file, and no saved voice of that name (saved: {saved})")
+    return store.get(args.voice)
 
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_length_vs_prompt", "flow_steps", "cfg_scale",
