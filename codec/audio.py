@@ -158,6 +158,15 @@ def preprocess(audio_16k: np.ndarray, *, volume_norm: bool = True, highpass_cuto
     return tokenizer_audio, codec_audio
 
 
+def wav_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path, refused unless it names a .wav file: WAV data under another suffix misleads every player."""
+    target = Path(path)
+    if target.suffix.lower() != ".wav":
+        raise AudioError(f"{target}: the output is 16-bit PCM WAV; name the file .wav (convert it afterwards if you "
+                         "need another format)")
+    return target
+
+
 def save_wav(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rate: int) -> Path:
     """Write mono audio (any float [samples], leading singleton dims allowed) as 16-bit PCM WAV, atomically.
 
@@ -172,7 +181,7 @@ def save_wav(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rat
         raise AudioError(f"save_wav expects mono audio [samples], got shape {array.shape}")
     if not np.isfinite(array).all():
         raise AudioError(f"{path}: refusing to write NaN or infinite samples")
-    target = Path(path)
+    target = wav_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

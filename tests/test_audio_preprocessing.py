@@ -203,3 +203,9 @@ def test_save_wav_writes_pcm16_atomically_and_creates_folders(tmp_path, monkeypa
     assert soundfile.read(target, dtype="int16")[0].tolist() == [0, 16384, -16384, 32767]
     with pytest.raises(AudioError, match="mono"):
         save_wav(tmp_path / "x.wav", np.zeros((2, 10)), 16000)
+    monkeypatch.undo()
+    for name in ("x.mp3", "x.flac", "x"):  # WAV data under another name would mislead players
+        with pytest.raises(AudioError, match="name the file .wav"):
+            save_wav(tmp_path / name, np.zeros(10), 16000)
+        assert not (tmp_path / name).exists()
+    assert save_wav(tmp_path / "UPPER.WAV", np.zeros(10), 16000).is_file()

@@ -249,6 +249,9 @@ def test_cli_synthesize_and_voice_commands(tiny_tts_dir, tmp_path, capsys):
                  *common]) == 2
     assert f"--voice {missing}: no such audio file" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+    for command in (["synthesize", "Hi."], ["convert", str(prompt)]):  # refused before any model is loaded
+        assert main([*command, "--voice", "me", "-o", str(tmp_path / "x.mp3"), "--model", str(tmp_path / "none")]) == 2
+        assert "x.mp3: the output is 16-bit PCM WAV; name the file .wav" in capsys.readouterr().err
     assert main(["convert", str(prompt), "--voice", "me", "-o", str(tmp_path / "vc.wav"), "--seed", "1", *common]) == 0
     assert soundfile.info(tmp_path / "vc.wav").frames == soundfile.info(prompt).frames
     assert main(["convert", str(tmp_path / "none.wav"), "--voice", "me", "-o", str(tmp_path / "x.wav"), *common]) == 2

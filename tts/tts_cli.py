@@ -65,11 +65,13 @@ def _read_jobs(path: Path) -> list[dict]:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from codec.audio import save_wav
+    from codec.audio import save_wav, wav_path
 
     if (args.text is None) == (args.input is None):
         raise TTSError("give either a text to speak or --input texts.jsonl")
     options = sampling_options(args, seed=args.seed, speed=args.speed)  # bad options fail before loading
+    if args.input is None:
+        wav_path(args.output)
     jobs = _read_jobs(Path(args.input)) if args.input else [{"id": None, "text": args.text}]
     tts = _load_tts(args)
     voice = _voice(args, tts)
@@ -92,9 +94,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from codec.audio import save_wav
+    from codec.audio import save_wav, wav_path
 
     options = sampling_options(args, seed=args.seed, speed=args.speed)
+    wav_path(args.output)
     if not Path(args.source).is_file():
         raise TTSError(f"source speech {args.source} not found")
     tts = _load_tts(args)
