@@ -30,9 +30,10 @@ def _voice(args: argparse.Namespace, tts):
             raise TTSError(f"--voice {args.voice} is an audio file: also give its transcript with --voice-text")
         return tts.clone_voice(args.voice, args.voice_text)
     store = VoiceStore(args.voices_dir)
-    if args.voice not in store.names():  # name both readings: a mistyped path is not a badly formed voice name
-        saved = ", ".join(store.names()) or "none yet"
-        raise TTSError(f"--voice {args.voice}: no such audio file, and no saved voice of that name (saved: {saved})")
+    saved = store.names()
+    if args.voice not in saved:  # name both readings: a mistyped path is not a badly formed voice name
+        raise TTSError(f"--voice {args.voice}: no such audio file, and no saved voice of that name "
+                       f"(saved: {', '.join(saved) or 'none yet'})")
     return store.get(args.voice)
 
 
