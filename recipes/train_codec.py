@@ -42,7 +42,6 @@ from codec.losses import MultiScaleMelLoss, discriminator_loss, feature_matching
 from codec.semantic_tokenizer import SemanticTokenizer
 from codec.weights import read_weights
 from recipes.codec_data import CodecCrops, DataConfig, StepBatches, collate
-from recipes.shards import read_meta, shard_folder
 from recipes.train_config import load_config, parse_args
 from recipes.training import STEP_DIR, find_resume, make_accelerator, past
 
@@ -341,12 +340,9 @@ def check_semantic_codebook(generator: SAC, tokenizer: str, checkpoint: str) -> 
 
 def check_acoustic_ids(generator: SAC, dataset: CodecCrops, crops: int = 4) -> None:
     """Refuse a token folder whose acoustic ids this codec's encoder does not make. A crop's edge frames differ
-    from whole-clip encoding (the encoder sees past the crop there), so this compares the share that agree. A folder
-    of second-stage predictions (recipes/predict_acoustic.py) differs by design; its meta.json names its source."""
+    from whole-clip encoding (the encoder sees past the crop there), so this compares the share that agree."""
     model = generator.eval()
     for folder, items in dataset.folders:
-        if "acoustic_source" in read_meta(shard_folder(folder)):
-            continue
         agree, total, checked = 0, 0, min(crops, len(items))
         for i in range(checked):
             example = dataset[(items[i * len(items) // checked], i)]
