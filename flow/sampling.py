@@ -3,7 +3,10 @@
 Each step predicts every still-masked target frame, keeps the most confident predictions and re-masks the rest,
 following a cosine schedule, so after N steps every frame is fixed. The prompt's frames are given and never change.
 The unconditional pass for guidance sees the target alone (no voice prompt), as the model saw it in training when
-the prompt was dropped. Targets longer than the context are generated window by window: each window sees the
+the prompt was dropped. Given the codec's code vectors, a frame's output is not its sampled id but the code nearest
+the mean code vector of the distribution it was committed from (the sampled ids still condition the later steps of
+its window; later windows re-read the output): with tens of plausible ids per frame, a sampled id is a noisy pick,
+and the decoder, which reads code vectors, speaks the mean more clearly. Targets longer than the context are generated window by window: each window sees the
 prompt, the last committed frames (so the next frames continue them: no seam) and a look-ahead it does not commit.
 """
 
@@ -93,12 +96,25 @@ def _sample(logits: torch.Tensor, sampling: FlowSamplingConfig, generator: torch
     return ids, log_probs.gather(-1, ids[..., None]).squeeze(-1)
 
 
+def mean_codes(logits: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """logits [N, V], codebook [V, d] -> ids [N]: the code nearest (L2) the mean code vector under softmax(logits)."""
+    mean = logits.float().softmax(-1) @ codebook  # [N, d]
+    return torch.cdist(mean, codebook).argmin(-1)
+
+
+def check_codebook(model: AcousticFlow, codebook: torch.Tensor | None) -> None:
+    if codebook is not None and (codebook.dim() != 2 or codebook.shape[0] != model.config.acoustic_vocab_size):
+        raise ValueError(f"codebook must be [acoustic_vocab_size={model.config.acoustic_vocab_size}, code_dim], got "
+                         f"shape {tuple(codebook.shape)}: pass the codec's acoustic codebook that this model predicts")
+
+
 @torch.inference_mode()
 def fill(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSamplingConfig,
-         generator: torch.Generator) -> list[torch.Tensor]:
+         generator: torch.Generator, codebook: torch.Tensor | None = None) -> list[torch.Tensor]:
     """One window per request, all in one batch: the full [prompt | target] acoustic ids of each request.
 
-    Only target frames are ever masked or written; the prompt frames come back as they went in.
+    Only target frames are ever masked or written; the prompt frames come back as they went in. With `codebook`
+    [V, d] each target frame's id is its mean code's nearest (`mean_codes`), else the sampled one.
     """
     device, k, mask_id = model.device, model.config.acoustic_per_semantic, model.config.mask_id
     prompts = [len(r.prompt_acoustic) for r in requests]
@@ -111,6 +127,7 @@ def fill(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSam
     target_frames = torch.tensor(lengths, device=device)
     valid = positions < start + target_frames[:, None]
     generable = valid & (positions >= start)
+    out = acoustic.clone()
     for step in range(sampling.steps):
         masked = (acoustic == mask_id) & generable
         logits = _guided_logits(model, acoustic, semantic, valid, prompts, lengths, sampling)
@@ -126,7 +143,9 @@ def fill(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSam
         acoustic = torch.where(masked, ids, acoustic)
         rank = confidence.argsort(dim=1).argsort(dim=1)  # 0 = least confident
         acoustic = torch.where(rank < remaining[:, None], torch.full_like(acoustic, mask_id), acoustic)
-    return [acoustic[i, : p + n].cpu() for i, (p, n) in enumerate(zip(prompts, lengths))]
+        committed = masked & (acoustic != mask_id)
+        out[committed] = acoustic[committed] if codebook is None else mean_codes(logits[committed], codebook)
+    return [out[i, : p + n].cpu() for i, (p, n) in enumerate(zip(prompts, lengths))]
 
 
 def check_request(model: AcousticFlow, request: FlowRequest) -> None:
@@ -159,7 +178,7 @@ def _window_sizes(model: AcousticFlow, request: FlowRequest, sampling: FlowSampl
 
 def fill_window(model: AcousticFlow, semantic: torch.Tensor, committed: torch.Tensor, span: tuple[int, int, int],
                 context: int, prompt: tuple[torch.Tensor, torch.Tensor], sampling: FlowSamplingConfig,
-                generator: torch.Generator) -> torch.Tensor:
+                generator: torch.Generator, codebook: torch.Tensor | None = None) -> torch.Tensor:
     """One window of a long or streamed target: acoustic ids [(end - start)·k] for semantic[start:end].
 
     semantic [T] the target's ids so far; committed [start·k] the acoustic ids already chosen before `start`, of which
@@ -171,12 +190,12 @@ def fill_window(model: AcousticFlow, semantic: torch.Tensor, committed: torch.Te
     prompt_semantic, prompt_acoustic = prompt
     request = FlowRequest(semantic[start:ahead], torch.cat([prompt_acoustic, committed[back * k:]]),
                           torch.cat([prompt_semantic, semantic[back:start]]))
-    frames = fill(model, [request], sampling, generator)[0]  # [k·(prompt + context + window + look-ahead)]
+    frames = fill(model, [request], sampling, generator, codebook)[0]  # [k·(prompt + context + window + look-ahead)]
     return frames[len(request.prompt_acoustic):][: (end - start) * k]
 
 
 def _generate_windowed(model: AcousticFlow, request: FlowRequest, sampling: FlowSamplingConfig,
-                       generator: torch.Generator) -> torch.Tensor:
+                       generator: torch.Generator, codebook: torch.Tensor | None) -> torch.Tensor:
     k = model.config.acoustic_per_semantic
     prompt, context, window, lookahead = _window_sizes(model, request, sampling)
     voice = (request.prompt_semantic[len(request.prompt_semantic) - prompt:],
@@ -185,19 +204,25 @@ def _generate_windowed(model: AcousticFlow, request: FlowRequest, sampling: Flow
     for start in range(0, len(semantic), window):
         span = (start, min(len(semantic), start + window), min(len(semantic), start + window + lookahead))
         committed = torch.cat([committed, fill_window(model, semantic, committed, span, context, voice, sampling,
-                                                      generator)])
+                                                      generator, codebook)])
     return committed
 
 
 def generate(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: FlowSamplingConfig = FlowSamplingConfig(),
-             seed: int | None = None) -> list[torch.Tensor]:
-    """Acoustic ids [k·Ts] for each request (CPU int64). Randomness comes only from `seed`."""
+             seed: int | None = None, codebook: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Acoustic ids [k·Ts] for each request (CPU int64). Randomness comes only from `seed`.
+
+    codebook [V, d]: the codec's acoustic code vectors; given, each frame gets the code nearest its predicted mean
+    code (`fill`) instead of a sampled id.
+    """
     if not requests:
         raise ValueError("no requests to generate")
     requests = [FlowRequest(r.semantic.long().cpu(), r.prompt_acoustic.long().cpu(), r.prompt_semantic.long().cpu())
                 for r in requests]
     for request in requests:
         check_request(model, request)
+    check_codebook(model, codebook)
+    codebook = None if codebook is None else codebook.to(model.device, torch.float32)
     generator = torch.Generator(device=model.device)
     generator.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
     k = model.config.acoustic_per_semantic
@@ -205,9 +230,9 @@ def generate(model: AcousticFlow, requests: Sequence[FlowRequest], sampling: Flo
             if k * (len(r.semantic) + len(r.prompt_semantic)) <= model.config.max_frames]
     out: list[torch.Tensor | None] = [None] * len(requests)
     if fits:
-        for i, ids in zip(fits, fill(model, [requests[i] for i in fits], sampling, generator)):
+        for i, ids in zip(fits, fill(model, [requests[i] for i in fits], sampling, generator, codebook)):
             out[i] = ids[len(requests[i].prompt_acoustic):]
     for i, request in enumerate(requests):
         if out[i] is None:
-            out[i] = _generate_windowed(model, request, sampling, generator)
+            out[i] = _generate_windowed(model, request, sampling, generator, codebook)
     return out  # type: ignore[return-value]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flow import AcousticFlow, FlowConfig, FlowRequest, FlowSamplingConfig, generate
-from flow.sampling import _guided_logits, fill
+from flow.sampling import _guided_logits, fill, mean_codes
 
 FAST = FlowSamplingConfig(steps=4, lookahead_frames=8, context_frames=8)
 
@@ -71,6 +71,27 @@ def test_long_targets_are_generated_in_windows():
         generate(model, [long], FlowSamplingConfig(window_frames=40, context_frames=8, lookahead_frames=8))
 
 
+def test_mean_codes_pick_the_code_nearest_the_expected_vector():
+    codebook = torch.tensor([[0.0, 0.0], [4.0, 0.0], [2.1, 0.1], [0.0, 9.0]])  # [V=4, d=2]
+    even = torch.log(torch.tensor([[0.5, 0.5, 1e-6, 1e-6]]))  # mean (2, 0): nearest is code 2, which has no mass
+    assert mean_codes(even, codebook).tolist() == [2]
+    sure = torch.tensor([[0.0, 0.0, 0.0, 20.0]])
+    assert mean_codes(sure, codebook).tolist() == [3]
+
+
+def test_mean_codes_over_one_hot_codes_are_the_argmax_ids():
+    # One-hot code vectors make each frame's nearest-to-mean code its likeliest id, so greedy sampling must agree.
+    model = tiny_flow(k=2, max_frames=32)
+    greedy = FlowSamplingConfig(steps=4, temperature=0.0, lookahead_frames=8, context_frames=8)
+    requests = [request(2, 6, 4), request(2, 40, 3, seed=1)]  # the second needs windows
+    one_hot = torch.eye(48)
+    assert all(torch.equal(a, b) for a, b in zip(generate(model, requests, greedy, seed=0),
+                                                   generate(model, requests, greedy, seed=0, codebook=one_hot)))
+    sampled = generate(model, requests, FAST, seed=0)
+    means = generate(model, requests, FAST, seed=0, codebook=one_hot)
+    assert [m.shape for m in means] == [s.shape for s in sampled] and not all(map(torch.equal, means, sampled))
+
+
 def test_bad_inputs_raise_clear_errors():
     model = tiny_flow()
     good = request(2, 4, 3)
@@ -86,6 +107,8 @@ def test_bad_inputs_raise_clear_errors():
         model.check_inputs(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="invalid flow sampling"):
         FlowSamplingConfig(steps=0)
+    with pytest.raises(ValueError, match=r"codebook must be \[acoustic_vocab_size=48, code_dim\]"):
+        generate(model, [good], codebook=torch.zeros(47, 8))
 
 
 def test_masked_loss_scores_only_target_frames():

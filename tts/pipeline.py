@@ -36,6 +36,7 @@ from .voice import VoicePrompt
 
 DEFAULT_MODEL_ENV = "SAC_TTS_MODEL"
 MAX_SOURCE_SECONDS = 600.0  # voice conversion decodes the whole source at once
+FLOW_CODES = ("mean", "sampled")
 
 
 @dataclass
@@ -48,11 +49,14 @@ class SynthesisOptions:
     flow_steps: int = 12
     cfg_scale: float = 2.0
     flow_temperature: float = 1.0
+    flow_codes: str = "mean"  # "mean": each frame's code nearest its predicted mean code; "sampled": the sampled id
     speed: float = 1.0  # 0.25 .. 4.0, pitch kept
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.speed <= 4.0:
             raise TTSError(f"speed must lie in [0.25, 4.0], got {self.speed}")
+        if self.flow_codes not in FLOW_CODES:
+            raise TTSError(f"flow_codes must be one of {', '.join(FLOW_CODES)}, got {self.flow_codes!r}")
         try:
             self.lm_sampling(), self.flow_sampling()
         except ValueError as exc:
@@ -87,10 +91,14 @@ class TTS:
         if codec.tokenizer is None:
             raise TTSError("the codec has no semantic tokenizer: voices cannot be cloned without it")
         k = codec.acoustic_per_semantic
-        if flow.config.acoustic_per_semantic != k or lm.config.semantic_vocab_size != flow.config.semantic_vocab_size:
+        codebook = codec.model.acoustic_quantizer.codebook.weight.detach()  # [V, d]: the vectors the decoder reads
+        if (flow.config.acoustic_per_semantic != k or lm.config.semantic_vocab_size != flow.config.semantic_vocab_size
+                or len(codebook) != flow.config.acoustic_vocab_size):
             raise TTSError(f"the parts do not fit: codec k={k}, flow k={flow.config.acoustic_per_semantic}, LM "
-                           f"semantic vocab {lm.config.semantic_vocab_size}, flow {flow.config.semantic_vocab_size}")
+                           f"semantic vocab {lm.config.semantic_vocab_size}, flow {flow.config.semantic_vocab_size}, "
+                           f"codec acoustic codes {len(codebook)}, flow {flow.config.acoustic_vocab_size}")
         self.codec, self.lm, self.text_tokenizer, self.flow = codec, lm, text_tokenizer, flow
+        self.acoustic_codebook = codebook.to(flow.device, torch.float32)
         self.config = config or TTSConfig()
 
     @classmethod
@@ -193,7 +201,11 @@ class TTS:
 
     def _acoustic(self, semantic: list[int], voice: VoicePrompt, options: SynthesisOptions, seed: int) -> torch.Tensor:
         request = FlowRequest(torch.tensor(semantic), voice.acoustic, voice.semantic)
-        return flow_generate(self.flow, [request], options.flow_sampling(), seed=seed)[0]
+        return flow_generate(self.flow, [request], options.flow_sampling(), seed=seed,
+                             codebook=self._flow_codebook(options))[0]
+
+    def _flow_codebook(self, options: SynthesisOptions) -> torch.Tensor | None:
+        return self.acoustic_codebook if options.flow_codes == "mean" else None
 
     def _decode(self, semantic: torch.Tensor, acoustic: torch.Tensor, voice: VoicePrompt) -> np.ndarray:
         """Decode after the prompt's last tokens, which give the non-causal decoder its left context."""
@@ -283,7 +295,8 @@ class TTS:
             # The prompt fills what is left of the second stage's context after this window.
             room = self.flow.config.max_frames // k - (ahead - max(0, committed - context))
             new = fill_window(self.flow, torch.tensor(semantic, dtype=torch.long), acoustic, (committed, end, ahead),
-                              context, voice.tail(room), options.flow_sampling(), generator)
+                              context, voice.tail(room), options.flow_sampling(), generator,
+                              self._flow_codebook(options))
             acoustic = torch.cat([acoustic, new])
             yield from decoder.push(torch.tensor(semantic[committed:end]), new, final=done and end == len(semantic))
 

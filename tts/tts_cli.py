@@ -38,7 +38,7 @@ def _voice(args: argparse.Namespace, tts):
 
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_length_vs_prompt", "flow_steps", "cfg_scale",
-                   "flow_temperature")
+                   "flow_temperature", "flow_codes")
 
 
 def sampling_options(args: argparse.Namespace, **fixed):
@@ -153,6 +153,9 @@ def sampling_args(p: argparse.ArgumentParser, *, lm: bool) -> None:
     p.add_argument("--flow-steps", type=int, help="second stage: unmasking steps (default 12)")
     p.add_argument("--cfg-scale", type=float, help="second stage: guidance by the prompt (default 2.0)")
     p.add_argument("--flow-temperature", type=float, help="second stage: sampling temperature (default 1.0)")
+    p.add_argument("--flow-codes", choices=("mean", "sampled"),
+                   help="second stage output: 'mean', each frame's code nearest its predicted mean code (clearer "
+                        "speech), or 'sampled', the sampled id (default mean)")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
