@@ -3,11 +3,13 @@
 Each step predicts every still-masked target frame, keeps the most confident predictions and re-masks the rest,
 following a cosine schedule, so after N steps every frame is fixed. The prompt's frames are given and never change.
 The unconditional pass for guidance sees the target alone (no voice prompt), as the model saw it in training when
-the prompt was dropped. Given the codec's code vectors, a frame's output is not its sampled id but the code nearest
-the mean code vector of the distribution it was committed from (the sampled ids still condition the later steps of
-its window; later windows re-read the output): with tens of plausible ids per frame, a sampled id is a noisy pick,
-and the decoder, which reads code vectors, speaks the mean more clearly. Targets longer than the context are generated window by window: each window sees the
+the prompt was dropped. Targets longer than the context are generated window by window: each window sees the
 prompt, the last committed frames (so the next frames continue them: no seam) and a look-ahead it does not commit.
+
+Given the codec's code vectors, a frame's output is not its sampled id but the code nearest the mean code vector of
+the distribution it was committed from. The sampled ids still condition the later steps of its window; later
+windows re-read the output. With tens of plausible ids per frame a sampled id is a noisy pick, and the decoder,
+which reads code vectors, speaks the mean more clearly.
 """
 
 from __future__ import annotations

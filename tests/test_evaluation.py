@@ -258,6 +258,30 @@ def test_tts_system_with_the_tiny_model(tmp_path, tiny_tts_dir):
     assert "Failed utterances" in (tmp_path / "tts_out" / "results.md").read_text()
 
 
+def test_streaming_system_scores_what_the_stream_yields_and_times_its_first_audio(tmp_path, tiny_tts_dir):
+    from tts.evaluation.systems import item_seed, make_system
+
+    item = read_list(_tiny_list(tmp_path, ["Hello world, a streamed test."]))[0]
+    system = make_system("tts-stream", str(tiny_tts_dir), seed=3)
+    out = system.generate(item)
+    voice, _ = system.voice(item)
+    streamed = list(system.tts.stream(item.target_text, voice, system.options, seed=item_seed(3, item.utt)))
+    assert len(streamed) > 1 and np.array_equal(out.wav, np.concatenate(streamed))
+    assert 0 < out.extra["first_audio_s"] < out.compute_s
+    assert system.describe()["system"] == "tts-stream"
+
+
+@needs_eval
+def test_streaming_system_reports_seconds_to_first_audio(tmp_path, tiny_tts_dir):
+    lst = _tiny_list(tmp_path, ["Hello.", "A single step."], with_gt=False)
+    report = _run(lst, tmp_path / "stream_out", "tts-stream", model=str(tiny_tts_dir), seed=3, dnsmos=False,
+                  threads=1)
+    first = report["aggregates"]["system"]["first_audio_s"]
+    assert 0 < first["mean"] <= first["max"] and first["max"] == max(
+        r["system"]["first_audio_s"] for r in report["rows"])
+    assert "seconds to first audio" in (tmp_path / "stream_out" / "results.md").read_text()
+
+
 def test_sampling_options_reach_the_system_and_its_description(tmp_path, tiny_tts_dir):
     from tts.evaluation.systems import make_system
     from tts.pipeline import SynthesisOptions

@@ -15,7 +15,8 @@ from .systems import SYSTEMS
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("list", type=Path, help="utt|prompt_text|prompt_wav|target_text[|ground_truth_wav] lines")
     parser.add_argument("--system", choices=SYSTEMS, default="tts",
-                        help="tts: clone each prompt and speak the target; vc: the ground truth converted to the "
+                        help="tts: clone each prompt and speak the target; tts-stream: the same through the "
+                             "streaming path (also times the first audio); vc: the ground truth converted to the "
                              "prompt's voice (the TTS with a perfect LM); codec: reconstruct the ground truth; "
                              "ground-truth: score the recordings themselves (default: tts)")
     parser.add_argument("--model", help="TTS model folder (default: $SAC_TTS_MODEL or the bundled model)")
@@ -35,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "torch's choice). The metric models always run on one thread.")
     parser.add_argument("--device", default="cpu", help="device of the TTS/codec and speaker encoder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table on stdout")
-    sampling_args(parser.add_argument_group("sampling (tts and vc systems)"), lm=True)
+    sampling_args(parser.add_argument_group("sampling (tts, tts-stream and vc systems)"), lm=True)
     parser.set_defaults(func=run)
     return parser
 

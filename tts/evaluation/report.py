@@ -41,6 +41,9 @@ def summarize(scores: list[dict]) -> dict:
     if computed and sum(s["duration_s"] for s in computed) > 0:
         out["rtf"] = {"total": sum(s["compute_s"] for s in computed) / sum(s["duration_s"] for s in computed),
                       "mean": _mean([s["rtf"] for s in computed])}
+    first = [s["first_audio_s"] for s in scores if s.get("first_audio_s") is not None]
+    if first:  # streamed systems: seconds from the request to the first audio chunk
+        out["first_audio_s"] = {"mean": _mean(first), "max": max(first)}
     other = [s["sim_other_speaker"] for s in scores if s.get("sim_other_speaker") is not None]
     if other:
         out["sim_other_speaker"] = _mean(other)
@@ -119,7 +122,9 @@ def _table(system: str, agg: dict) -> list[str]:
             f"| different-speaker similarity (prompt vs other GT) | – | {_num(g.get('sim_other_speaker'))} |",
             "| DNSMOS SIG / BAK / OVRL | " + both(dn) + " |",
             "| RTF (compute s / audio s, total) | " + both(lambda x: _num(x.get("rtf", {}).get("total"))) + " |",
-            "| audio (s) | " + both(lambda x: _num(x.get("audio_s"), 1)) + " |"]
+            "| audio (s) | " + both(lambda x: _num(x.get("audio_s"), 1)) + " |"] + (
+                [f"| seconds to first audio, mean / max | {_num(s['first_audio_s']['mean'])} / "
+                 f"{_num(s['first_audio_s']['max'])} | – |"] if "first_audio_s" in s else [])
 
 
 def write_markdown(report: dict, path: Path) -> None:

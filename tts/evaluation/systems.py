@@ -1,6 +1,7 @@
-"""What is being evaluated: our TTS cloning each prompt, voice conversion of the ground truth into the prompt's voice
-(the TTS with a perfect LM), the codec reconstructing the ground truth, or the ground truth itself. Each system turns
-one list item into 16 kHz audio and the compute seconds it took."""
+"""What is being evaluated: our TTS cloning each prompt (whole, or streamed as the server and demo stream it), voice
+conversion of the ground truth into the prompt's voice (the TTS with a perfect LM), the codec reconstructing the
+ground truth, or the ground truth itself. Each system turns one list item into 16 kHz audio and the compute seconds
+it took."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from .lists import EvalItem
 
 SAMPLE_RATE = 16000
-SYSTEMS = ("tts", "vc", "codec", "ground-truth")
+SYSTEMS = ("tts", "tts-stream", "vc", "codec", "ground-truth")
 RANDOM_STREAMS = (None, "semantic", "acoustic")
 
 
@@ -160,6 +161,24 @@ class TTSSystem:
         return Output(_to_16k(wav, self.tts.sample_rate), seconds, {"clone_s": clone_s})
 
 
+class StreamingTTSSystem(TTSSystem):
+    """The TTS through `TTS.stream`, as the server and demo stream it: the second stage fills short windows and the
+    decoder runs chunk by chunk, so this scores what a streaming listener hears, and the seconds to its first audio."""
+
+    name = "tts-stream"
+
+    def generate(self, item: EvalItem) -> Output:
+        voice, clone_s = self.voice(item)
+        start, first_audio_s, pieces = time.perf_counter(), None, []
+        for piece in self.tts.stream(item.target_text, voice, self.options, seed=item_seed(self.seed, item.utt)):
+            if first_audio_s is None:
+                first_audio_s = time.perf_counter() - start
+            pieces.append(piece)
+        seconds = time.perf_counter() - start
+        return Output(_to_16k(np.concatenate(pieces), self.tts.sample_rate), seconds,
+                      {"clone_s": clone_s, "first_audio_s": first_audio_s})
+
+
 class VoiceConversionSystem(TTSSystem):
     """The ground truth's semantic ids spoken in the prompt's voice by the second stage and the decoder: the TTS with
     a perfect LM, so that comparing it with `tts` separates the LM's errors from the rest."""
@@ -178,11 +197,14 @@ class VoiceConversionSystem(TTSSystem):
 
 def make_system(name: str, model: str | Path | None = None, codec: str | Path | None = None, seed: int = 0,
                 device: str = "cpu", options=None, random_stream: str | None = None):
-    """`options` (SynthesisOptions: sampling) apply to the tts and vc systems, `random_stream` to the codec."""
+    """`options` (SynthesisOptions: sampling) apply to the tts, tts-stream and vc systems, `random_stream` to the
+    codec."""
     if random_stream is not None and name != "codec":
         raise ValueError(f"--random-stream applies to --system codec, not {name}")
     if name == "tts":
         return TTSSystem(model, seed=seed, device=device, options=options)
+    if name == "tts-stream":
+        return StreamingTTSSystem(model, seed=seed, device=device, options=options)
     if name == "vc":
         return VoiceConversionSystem(model, seed=seed, device=device, options=options)
     if name == "codec":
