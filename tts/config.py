@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# What the second stage hands the decoder (SynthesisOptions.flow_codes): each frame's code nearest the mean code vector
+# of its predicted distribution, or its sampled id. Here, not in the pipeline, so the CLI names them without loading it.
+FLOW_CODES = ("mean", "sampled")
+
 CONFIG_NAME = "tts_config.json"
 
 

@@ -27,7 +27,7 @@ from lm import generate as lm_generate
 from lm import stream as lm_stream
 from lm.text import TextError, load_text_tokenizer
 
-from .config import TTSConfig
+from .config import FLOW_CODES, TTSConfig
 from .effects import time_stretch
 from .errors import TTSError
 from .streaming import StreamingDecoder
@@ -36,7 +36,6 @@ from .voice import VoicePrompt
 
 DEFAULT_MODEL_ENV = "SAC_TTS_MODEL"
 MAX_SOURCE_SECONDS = 600.0  # voice conversion decodes the whole source at once
-FLOW_CODES = ("mean", "sampled")
 
 
 @dataclass

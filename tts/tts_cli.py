@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .config import FLOW_CODES
 from .errors import TTSError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -153,7 +154,7 @@ def sampling_args(p: argparse.ArgumentParser, *, lm: bool) -> None:
     p.add_argument("--flow-steps", type=int, help="second stage: unmasking steps (default 12)")
     p.add_argument("--cfg-scale", type=float, help="second stage: guidance by the prompt (default 2.0)")
     p.add_argument("--flow-temperature", type=float, help="second stage: sampling temperature (default 1.0)")
-    p.add_argument("--flow-codes", choices=("mean", "sampled"),
+    p.add_argument("--flow-codes", choices=FLOW_CODES,
                    help="second stage output: 'mean', each frame's code nearest its predicted mean code (clearer "
                         "speech), or 'sampled', the sampled id (default mean)")
 
