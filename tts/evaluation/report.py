@@ -110,7 +110,7 @@ def _table(system: str, agg: dict) -> list[str]:
         d = side.get("dnsmos")
         return "–" if not d else f"{d['sig']:.2f} / {d['bak']:.2f} / {d['ovrl']:.2f}"
 
-    return [f"| metric | {system} | ground truth |", "|---|---|---|",
+    rows = [f"| metric | {system} | ground truth |", "|---|---|---|",
             "| utterances scored | " + both(lambda x: str(x["n"])) + " |",
             "| WER open vocabulary, mean per utt (%) | "
             + both(lambda x: _pct(x.get("wer_open", {}).get("mean"))) + " |",
@@ -122,9 +122,11 @@ def _table(system: str, agg: dict) -> list[str]:
             f"| different-speaker similarity (prompt vs other GT) | – | {_num(g.get('sim_other_speaker'))} |",
             "| DNSMOS SIG / BAK / OVRL | " + both(dn) + " |",
             "| RTF (compute s / audio s, total) | " + both(lambda x: _num(x.get("rtf", {}).get("total"))) + " |",
-            "| audio (s) | " + both(lambda x: _num(x.get("audio_s"), 1)) + " |"] + (
-                [f"| seconds to first audio, mean / max | {_num(s['first_audio_s']['mean'])} / "
-                 f"{_num(s['first_audio_s']['max'])} | – |"] if "first_audio_s" in s else [])
+            "| audio (s) | " + both(lambda x: _num(x.get("audio_s"), 1)) + " |"]
+    if "first_audio_s" in s:  # streamed systems only
+        first = s["first_audio_s"]
+        rows.append(f"| seconds to first audio, mean / max | {_num(first['mean'])} / {_num(first['max'])} | – |")
+    return rows
 
 
 def write_markdown(report: dict, path: Path) -> None:
