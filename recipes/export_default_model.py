@@ -60,6 +60,7 @@ TOKENIZER_SUBDIR = "semantic_tokenizer"  # SpeechCodec.from_pretrained looks for
 WRITTEN = ("codec", "lm", "flow", TTS_CONFIG_NAME, EXPORT_NAME)  # what an export owns inside OUT
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 STEP_DIR = re.compile(r"step_(\d+)")
+INTERPOLATION_NAME = "interpolation.json"  # written by recipes/interpolate_weights.py
 MIB, MB = 2**20, 10**6
 
 
@@ -120,6 +121,9 @@ def source_record(given: str, used: Path, part: str) -> dict[str, Any]:
     steps = [int(m.group(1)) for name in Path(given).parts if (m := STEP_DIR.fullmatch(name))]
     if steps:
         record["checkpoint_step"] = steps[-1]
+    mixed = nearest_json(used, INTERPOLATION_NAME, 0)
+    if mixed is not None:  # two trained folders mixed by recipes/interpolate_weights.py: its record is the source
+        record["interpolation"] = mixed[1]
     found = find_train_config(used)
     if found is not None:
         record["train_config_path"], record["train_config"] = str(found[0]), found[1]

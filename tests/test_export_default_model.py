@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from codec import SAC, ConvNeXtStackConfig, SpeakerPredictorConfig
 from flow import AcousticFlow, FlowConfig
 from recipes.export_default_model import ExportError, export, main
+from recipes.interpolate_weights import interpolate
 from tts.pipeline import TTS
 
 WEIGHT_FILES = ("codec/model.safetensors", "lm/model.safetensors", "flow/model.safetensors",
@@ -190,3 +191,11 @@ def test_a_codec_over_the_file_limit_is_split_into_shards_that_load(exported, st
     assert not (tmp_path / "model" / "codec" / "model.safetensors").exists()
     loaded = TTS.from_pretrained(tmp_path / "model").codec.model  # export also checked it holds the same weights
     assert summary["parameters"]["codec"] == sum(p.numel() for p in loaded.parameters())
+
+
+def test_an_interpolated_codec_carries_its_record_into_export_json(stages, tmp_path):
+    mixed = tmp_path / "codec_mixed"
+    interpolate(stages["codec"], stages["codec"], 0.5, mixed)
+    export(**{**stages, "codec": mixed}, out=tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "export.json").read_text())["sources"]["codec"]
+    assert record["interpolation"]["weight"] == 0.5 and record["interpolation"]["b"] == str(stages["codec"])
