@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from recipes.corpora import builders
-from recipes.corpora.manifest import ManifestError, read_manifest, validate_manifest, write_manifest
+from recipes.corpora.manifest import ManifestError, merge_manifests, read_manifest, validate_manifest, write_manifest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -367,3 +367,23 @@ def test_unknown_text_sources_are_named():
 
     with pytest.raises(ValueError, match="'gutenberg'.*moby_dick"):
         load_sentences(sources=["alice", "gutenberg"])
+
+
+def test_merge_draws_at_most_max_rows_of_each_manifest_reproducibly(tmp_path):
+    def rows(prefix: str, n: int) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "audio": f"{prefix}{i}.wav", "text": "a b", "speaker": prefix, "duration": 1.0}
+                for i in range(n)]
+
+    small = write_manifest(tmp_path / "small.jsonl", rows("s", 3))
+    big = write_manifest(tmp_path / "big.jsonl", rows("b", 50))
+
+    def merged(name: str, seed: int) -> list[str]:
+        return [r["id"] for r in merge_manifests([small, big], tmp_path / name, max_rows=10, seed=seed)]
+
+    ids = merged("a.jsonl", 1)
+    assert ids[:3] == ["s0", "s1", "s2"] and len(ids) == 13  # the small manifest whole, in order
+    assert set(ids[3:]) < {f"b{i}" for i in range(50)} and ids[3:] != [f"b{i}" for i in range(10)]
+    assert merged("again.jsonl", 1) == ids and merged("other.jsonl", 2) != ids
+    assert [r["id"] for r in read_manifest(tmp_path / "a.jsonl")] == ids
+    with pytest.raises(ValueError, match="max_rows"):
+        merge_manifests([small], tmp_path / "none.jsonl", max_rows=0)

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("manifests", type=Path, nargs="+")
     me.add_argument("--out", "-o", type=Path, required=True)
     me.add_argument("--require-text", action="store_true", help="keep only rows with a transcript")
+    me.add_argument("--max-rows", type=int, help="at most this many rows of each manifest, a seeded random draw")
+    me.add_argument("--seed", type=int, default=0, help="the draw's seed (with --max-rows)")
     sub.add_parser("engines", help="which speech engines are installed")
     args = parser.parse_args(argv)
 
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "merge":
         from recipes.corpora.manifest import merge_manifests, summary
 
-        print(json.dumps(summary(merge_manifests(args.manifests, args.out, args.require_text)), indent=1))
+        rows = merge_manifests(args.manifests, args.out, args.require_text, args.max_rows, args.seed)
+        print(json.dumps(summary(rows), indent=1))
         return 0
     if args.cmd == "validate":
         from recipes.corpora.manifest import validate_manifest

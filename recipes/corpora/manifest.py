@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,15 +145,21 @@ def relative_audio(manifest: str | Path, audio: str | Path) -> str:
         return str(audio)
 
 
-def merge_manifests(manifests: Iterable[str | Path], out: str | Path, require_text: bool = False) -> list[dict]:
+def merge_manifests(manifests: Iterable[str | Path], out: str | Path, require_text: bool = False,
+                    max_rows: int | None = None, seed: int = 0) -> list[dict]:
     """Rows of every manifest, in order, audio paths re-rooted at `out`'s folder; writes `out` and returns them.
-    Rows without text are dropped when `require_text`; ids must be unique across the inputs."""
+    Rows without text are dropped when `require_text`; ids must be unique across the inputs. With `max_rows`, a
+    manifest with more rows gives that many, drawn at random (in the drawn order, reproducible from `seed`), so that
+    a large corpus does not outweigh small ones."""
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     rows = []
     for manifest in manifests:
-        for row in read_manifest(manifest):
-            if require_text and not row.get("text"):
-                continue
-            rows.append({**row, "audio": relative_audio(out, resolve_audio(manifest, row["audio"]))})
+        kept = [row for row in read_manifest(manifest) if not require_text or row.get("text")]
+        if max_rows is not None and len(kept) > max_rows:
+            random.Random(seed).shuffle(kept)
+            kept = kept[:max_rows]
+        rows += [{**row, "audio": relative_audio(out, resolve_audio(manifest, row["audio"]))} for row in kept]
     write_manifest(out, rows)
     return rows
 
