@@ -387,3 +387,39 @@ def test_merge_draws_at_most_max_rows_of_each_manifest_reproducibly(tmp_path):
     assert [r["id"] for r in read_manifest(tmp_path / "a.jsonl")] == ids
     with pytest.raises(ValueError, match="max_rows"):
         merge_manifests([small], tmp_path / "none.jsonl", max_rows=0)
+
+
+def test_listed_wav_names_its_voice_and_pitch_shift():
+    from recipes.corpora.synth import listed_item
+
+    item, corpus = listed_item(Path("c/wavs/mbrola_us2_p+300/mbrola_us2_p+300-000059.wav"), "Hello there.")
+    assert (item.speaker.voice.name, item.speaker.pitch_cents, item.id, corpus) == (
+        "mbrola_us2", 300, "mbrola_us2_p+300-000059", Path("c"))
+    item, _ = listed_item(Path("c/wavs/espeak_en_f3_p35/espeak_en_f3_p35-s14-000043.wav"), "Hi.")
+    assert (item.speaker.voice.engine, item.speaker.pitch_cents) == ("espeak", 0)  # p35 is espeak's own pitch
+    with pytest.raises(ValueError, match="no engine voice"):
+        listed_item(Path("c/wavs/someone/someone-1.wav"), "Hi.")
+    with pytest.raises(ValueError, match="CORPUS/wavs/SPEAKER/ID.wav"):
+        listed_item(Path("c/audio/mbrola_us2/x.wav"), "Hi.")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_synth_list_remakes_the_listed_wavs_byte_for_byte(tmp_path, capsys):
+    from recipes.corpora import synth
+    from recipes.corpora.__main__ import main
+    from recipes.corpora.texts import Sentence, clean_sentence
+
+    sentences = [Sentence(t, "custom") for t in map(clean_sentence, SENTENCES) if t]
+    cfg = synth.SynthConfig(tmp_path / "c", hours=1.0, seed=0, workers=1, engines=["espeak"], espeak_voices=2,
+                            pitch_shifts=(), holdout_speakers=0, max_utterances=4, batch=4)
+    synth.generate(cfg, sentences)
+    rows = read_manifest(cfg.out / "manifest.jsonl")
+    a, b = rows[0], rows[-1]
+    listed = tmp_path / "list.lst"
+    listed.write_text(f"u1|{a['text']}|c/{a['audio']}|{b['text']}|c/{b['audio']}\n")
+    originals = {r["audio"]: (cfg.out / r["audio"]).read_bytes() for r in (a, b)}
+    for audio in originals:
+        (cfg.out / audio).unlink()
+    assert main(["synth-list", str(listed), "--no-install"]) == 0
+    assert {audio: (cfg.out / audio).read_bytes() for audio in originals} == originals
+    assert json.loads(capsys.readouterr().out)["synthesised"] == 2

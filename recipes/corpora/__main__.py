@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,6 +84,43 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                    help="do not run install_engines.sh for missing engines (apt needs root; pip installs here)")
 
 
+def _add_synth_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth-list", help="only the synthetic-voice wavs that evaluation lists name (the same audio "
+                                          "as their corpus), when that corpus is not on this machine")
+    p.add_argument("lists", type=Path, nargs="+", help="evaluation lists (recipes/eval_lists/*.lst)")
+    p.add_argument("--no-install", action="store_true", help="do not run install_engines.sh for missing engines")
+
+
+def _synth_list(args: argparse.Namespace) -> int:
+    from recipes.corpora.engines import engine_available
+    from recipes.corpora.synth import listed_item, synthesise_listed
+    from tts.evaluation.lists import read_list
+
+    wavs: dict[Path, str] = {}
+    for path in args.lists:
+        for item in read_list(path, check_files=False):
+            for wav, text in ((item.prompt_wav, item.prompt_text), (item.ground_truth_wav, item.target_text)):
+                if wav is None:
+                    continue
+                if wavs.setdefault(wav.resolve(), text) != text:
+                    raise SystemExit(f"{item.where}: {wav} is listed with two different texts")
+    synthetic = {}
+    for wav, text in wavs.items():
+        try:
+            synthetic[wav] = (text, listed_item(wav, text)[0].speaker.voice.engine)
+        except ValueError:
+            if not wav.is_file():  # a real recording that is missing cannot be made here
+                raise SystemExit(f"{wav}: missing, and not a synthetic voice's wav (CORPUS/wavs/VOICE/ID.wav)")
+    missing = sorted({engine for _, engine in synthetic.values() if not engine_available(engine)})
+    if missing and not args.no_install:
+        print(f"installing missing engines {missing} (--no-install to skip)", file=sys.stderr)
+        subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
+                       check=False)
+    report = synthesise_listed({wav: text for wav, (text, _) in synthetic.items()})
+    print(json.dumps(report, indent=1))
+    return 1 if report["failures"] else 0
+
+
 def _engines() -> tuple[str, ...]:
     from recipes.corpora.engines import ENGINES
 
@@ -114,8 +152,6 @@ def _install_flags(missing: list[str]) -> list[str]:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    import subprocess
-
     from recipes.corpora.engines import engine_available
     from recipes.corpora.synth import SynthConfig, generate
     from recipes.corpora.texts import load_sentences
@@ -154,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--shared", type=Path, default=Path("../shared"))
     sh.add_argument("--out", "-o", type=Path, required=True)
     _add_synth(sub)
+    _add_synth_list(sub)
     va = sub.add_parser("validate", help="check manifests; lists every problem as file:line")
     va.add_argument("manifests", type=Path, nargs="+")
     va.add_argument("--check-audio", action="store_true", help="also open every audio file's header")
@@ -176,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "synth":
         return _synth(args)
+    if args.cmd == "synth-list":
+        return _synth_list(args)
     if args.cmd == "merge":
         from recipes.corpora.manifest import merge_manifests, summary
 

@@ -358,3 +358,40 @@ def _previous_runs(path: Path) -> list[dict]:
         return list(json.loads(path.read_text()).get("runs", []))
     except (OSError, ValueError):
         return []
+
+
+# ---- only the wavs a list names --------------------------------------------------------------------------------
+def listed_item(wav: Path, text: str) -> tuple[PlanItem, Path]:
+    """The plan item that wrote `wav` (`CORPUS/wavs/SPEAKER/ID.wav`, as `render` lays a corpus out) reading `text`,
+    and the corpus folder. The speaker is the folder's name: a voice's name, with `_p+300` when pitch-shifted."""
+    voices = {voice.name: voice for voice in (*eng.NATURAL_VOICES, *eng._espeak_voices())}
+    name = wav.parent.name
+    if wav.parent.parent.name != "wavs" or wav.suffix != ".wav":
+        raise ValueError(f"{wav}: not a corpus wav (expected CORPUS/wavs/SPEAKER/ID.wav)")
+    voice_name, _, shift = name.rpartition("_p")
+    if voice_name in voices and shift[:1] in "+-" and shift[1:].isdigit():
+        speaker = Speaker(name, voices[voice_name], int(shift))
+    elif name in voices:
+        speaker = Speaker(name, voices[name], 0)
+    else:
+        raise ValueError(f"{wav}: no engine voice is called {name!r} (nor a pitch shift of one)")
+    return PlanItem(0, wav.stem, speaker, Sentence(text, "list"), "heldout"), wav.parent.parent.parent
+
+
+def synthesise_listed(wavs: dict[Path, str]) -> dict:
+    """Write each missing wav of {path: the text it reads} exactly as the corpus generator did (the same engine,
+    voice, pitch shift, trim and level), so that an evaluation list made from a corpus elsewhere can be scored here
+    without making the whole corpus. Existing wavs are kept. Returns counts and the failures ({path: why})."""
+    made, failures = 0, {}
+    for wav, text in tqdm(sorted(wavs.items()), desc="synth-list", unit="wav"):
+        try:
+            item, corpus = listed_item(wav, text)
+        except ValueError as exc:
+            failures[str(wav)] = str(exc)
+            continue
+        row, fresh = render(item, str(corpus))
+        if "error" in row:
+            failures[str(wav)] = row["error"]
+        elif fresh:
+            made += 1
+    return {"wavs": len(wavs), "synthesised": made, "present": len(wavs) - made - len(failures), "failures": failures}
