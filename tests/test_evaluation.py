@@ -38,7 +38,8 @@ def test_list_parsing_resolves_paths_and_optional_fields(tmp_path):
     ("u1|text|p.wav", "expected 4 to 6"),
     ("u1|text|p.wav||", "target_text is empty"),
     ("bad id|text|p.wav|target", "utterance id"),
-    ("u1|text|missing.wav|target", "not found"),
+    ("u1|text|missing.wav|target", "not found$"),
+    ("u1|text|c/wavs/mbrola_us2/x.wav|target", "not found; .* `python -m recipes.corpora synth-list .*bad.lst`"),
     ("u0|text|p.wav|target", "already used on line 1"),
 ])
 def test_list_errors_name_file_and_line(tmp_path, line, message):

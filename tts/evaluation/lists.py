@@ -82,9 +82,16 @@ def read_list(path: str | os.PathLike, check_files: bool = True) -> list[EvalIte
 
 def missing_audio(item: EvalItem) -> dict[str, str]:
     """{"prompt" / "ground_truth": "file:line: ... not found"} for each audio file of `item` that does not exist."""
-    return {key: f"{item.where}: {key.replace('_', '-')} audio {wav} not found"
+    return {key: f"{item.where}: {key.replace('_', '-')} audio {wav} not found{_remake_hint(item, wav)}"
             for key, wav in (("prompt", item.prompt_wav), ("ground_truth", item.ground_truth_wav))
             if wav is not None and not wav.is_file()}
+
+
+def _remake_hint(item: EvalItem, wav: Path) -> str:
+    if wav.parent.parent.name != "wavs":  # not laid out as a synthetic corpus (CORPUS/wavs/VOICE/ID.wav)
+        return ""
+    list_file = item.where.rsplit(":", 1)[0]
+    return f"; if it is a synthetic voice's, `python -m recipes.corpora synth-list {list_file}` remakes the list's wavs"
 
 
 def _relative(path: Path, folder: Path) -> str:
