@@ -3,8 +3,8 @@
     python recipes/interpolate_weights.py A B --weight 0.5 --out OUT [--max-file-mib 16]
 
 Why: when B was fine-tuned from A, the straight line between them is a knob between the two (WiSE-FT, Wortsman et
-al. 2022). The default model's codec uses it between a decoder trained with the mel loss alone (clean, DNSMOS high)
-and the same decoder after adversarial training (more words recognised, DNSMOS lower).
+al. 2022). On the default model's codec it moves between the decoder trained with the mel loss alone (cleaner,
+DNSMOS higher) and the same decoder after adversarial training (more words recognised, DNSMOS lower).
 
 A and B: folders of `config.json` + weights (`model.safetensors`, or shards + `model.safetensors.index.json`), with
 any sub-folders of the same kind (a codec's `semantic_tokenizer/`). Every folder of B must have its twin in A with the

@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "merge":
         from recipes.corpora.manifest import merge_manifests, summary
 
-        rows = merge_manifests(args.manifests, args.out, args.require_text, args.max_rows, args.seed)
+        try:
+            rows = merge_manifests(args.manifests, args.out, args.require_text, args.max_rows, args.seed)
+        except ValueError as exc:  # ManifestError included: it names the file and line
+            raise SystemExit(f"merge: {exc}") from None
         print(json.dumps(summary(rows), indent=1))
         return 0
     if args.cmd == "validate":
