@@ -29,7 +29,6 @@ not write (a README.md model card) are kept.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -52,6 +51,7 @@ from codec.semantic_tokenizer import SemanticTokenizer
 from flow import AcousticFlow
 from lm import SemanticLM
 from lm.text import load_text_tokenizer
+from recipes.shards import sha256_file
 from tts.config import CONFIG_NAME as TTS_CONFIG_NAME
 from tts.config import TTSConfig
 
@@ -240,14 +240,6 @@ def check_out(out: Path) -> dict[str, int]:
     return kept
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -338,7 +330,7 @@ def export(tokenizer: str | Path, codec: str | Path, lm: str | Path, flow: str |
             "sources": sources,
             "training_heads_dropped": dropped,
             "tts_config": config.to_dict(),
-            "files": {name: {"bytes": size, "sha256": sha256(tmp / name)} for name, size in sizes.items()},
+            "files": {name: {"bytes": size, "sha256": sha256_file(tmp / name)} for name, size in sizes.items()},
         }
         (tmp / EXPORT_NAME).write_text(json.dumps(record, indent=2) + "\n")
         sizes = file_sizes(tmp)

@@ -18,7 +18,6 @@ OUT gets B's files and `interpolation.json` (A, B, weight, sha256 of every weigh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ if __package__ in (None, ""):  # run as `python recipes/interpolate_weights.py`:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.weights import INDEX_NAME, WEIGHTS_NAME, CheckpointError, read_weights, write_weights
+from recipes.shards import sha256_file
 
 RECORD_NAME = "interpolation.json"
 MIB = 2**20
@@ -45,14 +45,6 @@ def _weight_folders(root: Path) -> list[Path]:
     """`root` and its sub-folders that hold weights, relative to `root`."""
     return sorted(folder.relative_to(root) for folder in [root, *root.rglob("*")] if folder.is_dir()
                   and ((folder / WEIGHTS_NAME).is_file() or (folder / INDEX_NAME).is_file()))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_same_files(a: Path, b: Path) -> None:
@@ -109,7 +101,7 @@ def interpolate(a: str | Path, b: str | Path, weight: float, out: str | Path, ma
         shutil.copytree(b, tmp, dirs_exist_ok=True, ignore=lambda _, names: [n for n in names if _is_weights(n)])
         for rel in folders:
             for side, root in (("a", a), ("b", b)):
-                record["sha256"][side].update({str(p.relative_to(root)): _sha256(p)
+                record["sha256"][side].update({str(p.relative_to(root)): sha256_file(p)
                                                for p in sorted((root / rel).iterdir()) if _is_weights(p.name)})
             state, differing = mix_state(read_weights(a / rel), read_weights(b / rel), weight, str(rel))
             write_weights(state, tmp / rel, int(max_file_mib * MIB))

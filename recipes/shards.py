@@ -92,7 +92,7 @@ def remove_partial(folder: Path, stems: set[str]) -> int:
 
 
 # ---- codec identity ----------------------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -108,7 +108,7 @@ def codec_fingerprint(codec_config: dict, tokenizer_config: dict | None) -> str:
 
 def _weights_hash(folder: Path) -> str | None:
     weights = folder / "model.safetensors"
-    return _sha256_file(weights) if folder.is_dir() and weights.is_file() else None
+    return sha256_file(weights) if folder.is_dir() and weights.is_file() else None
 
 
 def codec_meta(codec: Any, source: str | Path) -> dict[str, Any]:

@@ -24,7 +24,6 @@ encode_failed. Throughput (audio hours per hour, real-time factor) is printed an
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -99,10 +98,6 @@ def read_corpus(manifest: Path) -> list[dict[str, Any]]:
     return read_jsonl_manifest(manifest, _parse_row)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ---- audio -------------------------------------------------------------------------------------------------------
 class Clip(NamedTuple):
     row: int  # manifest row
@@ -175,7 +170,7 @@ def process_layout() -> tuple[int, int, int]:
 
 
 def make_meta(args: argparse.Namespace, codec: SpeechCodec, rows: list[dict]) -> dict[str, Any]:
-    plan = {"manifest": str(args.manifest.resolve()), "manifest_sha256": file_sha256(args.manifest),
+    plan = {"manifest": str(args.manifest.resolve()), "manifest_sha256": shards.sha256_file(args.manifest),
             "rows": len(rows), "shard_size": args.shard_size, "num_shards": math.ceil(len(rows) / args.shard_size),
             "min_seconds": args.min_seconds, "max_seconds": args.max_seconds, "min_peak": args.min_peak,
             "dtype": args.dtype}  # another dtype gives other ids at near-ties: one folder, one dtype
