@@ -6,8 +6,9 @@
 A GAN needs two optimizers, so this recipe runs its own loop rather than recipes/training.py's single-optimizer one
 (it reuses train_config.py's command line and training.py's accelerator). Each step: once past
 `generator_warmup_steps`, a discriminator step on the detached reconstruction, then the generator step (the release's
-order). Both use AdamW with an exponential LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved
-with every checkpoint as ema/.
+order), whose adversarial and feature-matching losses start `discriminator_warmup_steps` later (0 in the release).
+Both use AdamW with an exponential LR stepped per iteration; EMA weights (ema_pytorch's defaults) are saved with every
+checkpoint as ema/.
 
 The semantic-feature MSE (`semantic_weight`) regresses the tokenizer's pre-pooling frames from the decoder
 features through the model's `semantic_decoder`; it runs when the config builds that head and the data carries the
@@ -55,6 +56,9 @@ class CodecTrainConfig:
     lr_gamma: float = 0.999996  # per iteration
     min_lr: float = 1e-6
     generator_warmup_steps: int = 1500  # mel + VQ only until then
+    # then the discriminator trains alone for this many steps before the generator gets its adversarial and
+    # feature-matching losses: a fresh discriminator's first verdicts on an already trained decoder are noise
+    discriminator_warmup_steps: int = 0
     max_steps: int = 1_000_000
     clip_norm: float = 5.0
     mel_weight: float = 15.0
@@ -85,6 +89,8 @@ class CodecTrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if self.discriminator_warmup_steps < 0:
+            raise ValueError(f"train.discriminator_warmup_steps must be >= 0, got {self.discriminator_warmup_steps}")
         if self.max_minutes < 0:
             raise ValueError(f"train.max_minutes must be 0 (no budget) or positive, got {self.max_minutes}")
         if not 0 <= self.acoustic_noise <= 1:
@@ -139,9 +145,10 @@ class CodecRun:
 
 
 def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-    """One iteration (`step` counts from 1): D step (after warm-up), then G step."""
+    """One iteration (`step` counts from 1): D step (after G's warm-up), then G step (adversarial after D's)."""
     acc, t = run.accelerator, run.train
-    wav, adversarial = batch["wav"], step > t.generator_warmup_steps
+    wav, critic_trains = batch["wav"], step > t.generator_warmup_steps
+    adversarial = step > t.generator_warmup_steps + t.discriminator_warmup_steps
     seed = t.seed * 1_000_003 + step
     noise = None
     if t.acoustic_noise:
@@ -149,7 +156,7 @@ def train_step(run: CodecRun, batch: dict[str, torch.Tensor], step: int) -> dict
     out = run.generator(wav, batch["semantic"], seed=seed, acoustic_noise=noise, acoustic_ids=batch.get("acoustic"))
     recon, stats = out["recon"], {}
     target = wav[..., :recon.shape[-1]]
-    if adversarial:
+    if critic_trains:
         d_loss = discriminator_loss(run.discriminator(target), run.discriminator(recon.detach()))
         acc.backward(d_loss)
         acc.clip_grad_norm_(run.discriminator.parameters(), t.clip_norm)

@@ -340,3 +340,17 @@ def test_decoder_trains_on_the_token_folders_acoustic_ids(tmp_path):
     with pytest.raises(ValueError, match="data.acoustic_from_tokens reads the acoustic ids of token folders"):
         train_codec.main([*decoder, "--tokens", str(tokens), "--eval-manifest", "m.jsonl", "--semantic-tokenizer",
                           "t", "--output-dir", str(tmp_path / "manifest")])
+
+
+def test_discriminator_warmup_trains_the_critic_before_the_generator_hears_it(tmp_path):
+    from recipes import train_codec
+
+    seen = []
+    train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(make_token_folder(tmp_path)),
+                      "--output-dir", str(tmp_path / "run"), "--generator-warmup-steps", "0",
+                      "--discriminator-warmup-steps", "2"], on_step=lambda step, stats: seen.append(stats))
+    assert [("d_loss" in stats, "adv" in stats, "fm" in stats) for stats in seen] == [(True, False, False)] * 2 + [
+        (True, True, True)]
+    with pytest.raises(ValueError, match="discriminator_warmup_steps must be >= 0"):
+        train_codec.main(["--config", "recipes/configs/codec_tiny.json", "--tokens", str(tmp_path / "tokens"),
+                          "--output-dir", str(tmp_path / "bad"), "--discriminator-warmup-steps", "-1"])
