@@ -9,9 +9,6 @@ Both end in one strict `load_state_dict`; a mismatch raises and lists the missin
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from safetensors import safe_open
 
 from .config import SACConfig
 from .model import SAC
-from .weights import CheckpointError, read_weights, write_weights
+from .weights import CheckpointError, atomic_folder, read_weights, write_weights
 
 CONFIG_NAME = "config.json"
 SEMANTIC_CODEBOOK_KEY = "semantic_encoder.codebook.weight"
@@ -60,19 +57,11 @@ def save_pretrained(model: SAC, folder: str | Path, *, dtype: torch.dtype | None
     """Write `config.json` + the weights into `folder`, atomically (a crash leaves no half folder). Weights over
     `max_shard_bytes` are split into shards at tensor boundaries, with an index (repositories with a file-size cap)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         model.config.save(tmp / CONFIG_NAME)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
         write_weights(state, tmp, max_shard_bytes)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

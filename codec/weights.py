@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,6 +19,23 @@ INDEX_NAME = "model.safetensors.index.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the model it is loaded into."""
+
+
+@contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """A fresh folder beside `folder` to fill: it replaces `folder` when the block ends and is removed if the block
+    raises, so a crash leaves no half-written model folder."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None) -> None:

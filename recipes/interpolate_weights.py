@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ import torch
 if __package__ in (None, ""):  # run as `python recipes/interpolate_weights.py`: make the packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.weights import INDEX_NAME, WEIGHTS_NAME, CheckpointError, read_weights, write_weights
+from codec.weights import INDEX_NAME, WEIGHTS_NAME, CheckpointError, atomic_folder, read_weights, write_weights
 from recipes.shards import sha256_file
 
 RECORD_NAME = "interpolation.json"
@@ -86,18 +84,16 @@ def interpolate(a: str | Path, b: str | Path, weight: float, out: str | Path, ma
     for folder in (a, b):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a folder")
-    folders = _weight_folders(b)
+    folders, folders_a = _weight_folders(b), _weight_folders(a)
     if not folders:
         raise CheckpointError(f"{b} holds no {WEIGHTS_NAME} or {INDEX_NAME}")
-    if _weight_folders(a) != folders:
+    if folders_a != folders:
         raise CheckpointError(f"{a} and {b} hold weights in different folders: "
-                              f"{sorted(map(str, set(_weight_folders(a)) ^ set(folders)))}")
+                              f"{sorted(map(str, set(folders_a) ^ set(folders)))}")
     _check_same_files(a, b)
     record = {"a": str(a), "b": str(b), "weight": weight, "formula": "(1 - weight) * a + weight * b",
               "sha256": {"a": {}, "b": {}}, "tensors_mixed": {}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         shutil.copytree(b, tmp, dirs_exist_ok=True, ignore=lambda _, names: [n for n in names if _is_weights(n)])
         for rel in folders:
             for side, root in (("a", a), ("b", b)):
@@ -107,12 +103,6 @@ def interpolate(a: str | Path, b: str | Path, weight: float, out: str | Path, ma
             write_weights(state, tmp / rel, int(max_file_mib * MIB))
             record["tensors_mixed"][str(rel)] = differing
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return record
 
 
