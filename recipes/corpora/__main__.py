@@ -92,7 +92,6 @@ def _add_synth_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth_list(args: argparse.Namespace) -> int:
-    from recipes.corpora.engines import engine_available
     from recipes.corpora.synth import listed_item, synthesise_listed
     from tts.evaluation.lists import read_list
 
@@ -104,19 +103,15 @@ def _synth_list(args: argparse.Namespace) -> int:
                     continue
                 if wavs.setdefault(wav.resolve(), text) != text:
                     raise SystemExit(f"{item.where}: {wav} is listed with two different texts")
-    synthetic = {}
+    synthetic = []
     for wav, text in wavs.items():
         try:
-            synthetic[wav] = (text, listed_item(wav, text)[0].speaker.voice.engine)
+            synthetic.append(listed_item(wav, text))
         except ValueError:
             if not wav.is_file():  # a real recording that is missing cannot be made here
                 raise SystemExit(f"{wav}: missing, and not a synthetic voice's wav (CORPUS/wavs/VOICE/ID.wav)")
-    missing = sorted({engine for _, engine in synthetic.values() if not engine_available(engine)})
-    if missing and not args.no_install:
-        print(f"installing missing engines {missing} (--no-install to skip)", file=sys.stderr)
-        subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
-                       check=False)
-    report = synthesise_listed({wav: text for wav, (text, _) in synthetic.items()})
+    _install_missing({item.speaker.voice.engine for item, _ in synthetic}, args.no_install)
+    report = synthesise_listed(synthetic)
     print(json.dumps(report, indent=1))
     return 1 if report["failures"] else 0
 
@@ -151,8 +146,18 @@ def _install_flags(missing: list[str]) -> list[str]:
     return flags
 
 
-def _synth(args: argparse.Namespace) -> int:
+def _install_missing(engines, no_install: bool) -> None:
+    """Run install_engines.sh for those of `engines` that are not installed (unless `no_install`)."""
     from recipes.corpora.engines import engine_available
+
+    missing = sorted({engine for engine in engines if not engine_available(engine)})
+    if missing and not no_install:
+        print(f"installing missing engines {missing} (--no-install to skip)", file=sys.stderr)
+        subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
+                       check=False)  # a failed step is reported by the script; we use whatever got installed
+
+
+def _synth(args: argparse.Namespace) -> int:
     from recipes.corpora.synth import SynthConfig, generate
     from recipes.corpora.texts import load_sentences
 
@@ -160,11 +165,7 @@ def _synth(args: argparse.Namespace) -> int:
     unknown = sorted(set(engines or []) - set(_engines()))
     if unknown:
         raise SystemExit(f"unknown engines {unknown}; choose from {','.join(_engines())}")
-    missing = [e for e in engines or _engines() if not engine_available(e)]
-    if missing and not args.no_install:
-        print(f"installing missing engines {missing} (--no-install to skip)", file=sys.stderr)
-        subprocess.run(["bash", str(Path(__file__).with_name("install_engines.sh")), *_install_flags(missing)],
-                       check=False)  # a failed step is reported by the script; we use whatever got installed
+    _install_missing(engines or _engines(), args.no_install)
     shifts = tuple(map(int, _names(args.pitch_shifts)))
     sources = list(_names(args.sources))
     try:

@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -361,10 +362,15 @@ def _previous_runs(path: Path) -> list[dict]:
 
 
 # ---- only the wavs a list names --------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _voices_by_name() -> dict[str, eng.Voice]:
+    return {voice.name: voice for voice in (*eng.NATURAL_VOICES, *eng._espeak_voices())}
+
+
 def listed_item(wav: Path, text: str) -> tuple[PlanItem, Path]:
     """The plan item that wrote `wav` (`CORPUS/wavs/SPEAKER/ID.wav`, as `render` lays a corpus out) reading `text`,
     and the corpus folder. The speaker is the folder's name: a voice's name, with `_p+300` when pitch-shifted."""
-    voices = {voice.name: voice for voice in (*eng.NATURAL_VOICES, *eng._espeak_voices())}
+    voices = _voices_by_name()
     name = wav.parent.name
     if wav.parent.parent.name != "wavs" or wav.suffix != ".wav":
         raise ValueError(f"{wav}: not a corpus wav (expected CORPUS/wavs/SPEAKER/ID.wav)")
@@ -378,20 +384,17 @@ def listed_item(wav: Path, text: str) -> tuple[PlanItem, Path]:
     return PlanItem(0, wav.stem, speaker, Sentence(text, "list"), "heldout"), wav.parent.parent.parent
 
 
-def synthesise_listed(wavs: dict[Path, str]) -> dict:
-    """Write each missing wav of {path: the text it reads} exactly as the corpus generator did (the same engine,
-    voice, pitch shift, trim and level), so that an evaluation list made from a corpus elsewhere can be scored here
-    without making the whole corpus. Existing wavs are kept. Returns counts and the failures ({path: why})."""
+def synthesise_listed(items: list[tuple[PlanItem, Path]]) -> dict:
+    """Write each missing wav of `listed_item`'s (item, corpus) pairs exactly as the corpus generator did (the same
+    engine, voice, pitch shift, trim and level), so that an evaluation list made from a corpus elsewhere can be scored
+    here without making the whole corpus. Existing wavs are kept. Returns counts and the failures ({path: why})."""
     made, failures = 0, {}
-    for wav, text in tqdm(sorted(wavs.items()), desc="synth-list", unit="wav"):
-        try:
-            item, corpus = listed_item(wav, text)
-        except ValueError as exc:
-            failures[str(wav)] = str(exc)
-            continue
+    for item, corpus in tqdm(sorted(items, key=lambda pair: str(pair[1] / pair[0].audio)), desc="synth-list",
+                             unit="wav"):
         row, fresh = render(item, str(corpus))
         if "error" in row:
-            failures[str(wav)] = row["error"]
+            failures[str(corpus / item.audio)] = row["error"]
         elif fresh:
             made += 1
-    return {"wavs": len(wavs), "synthesised": made, "present": len(wavs) - made - len(failures), "failures": failures}
+    return {"wavs": len(items), "synthesised": made, "present": len(items) - made - len(failures),
+            "failures": failures}
